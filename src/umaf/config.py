@@ -1,0 +1,24 @@
+"""Project-wide settings: where caches live and what is held out of all UMAF training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Capabilities that never enter the training of any UMAF component (extractor, generator, ...).
+#: One per kind, so every kind is still represented in training.
+HELD_OUT_CAPABILITIES: tuple[str, ...] = ("subtract", "sort_letters", "capital", "topic")
+
+#: Model families whose activations never enter UMAF training (the zero-shot architecture test).
+HELD_OUT_FAMILIES: tuple[str, ...] = ("t5",)
+
+#: Width of every fingerprint.
+FINGERPRINT_DIM = 512
+
+
+def cache_dir() -> Path:
+    """Root of UMAF's caches: ``$UMAF_CACHE`` or ``~/.cache/umaf``."""
+    root = os.environ.get("UMAF_CACHE") or Path.home() / ".cache" / "umaf"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,44 @@
+"""Writing files and folders so that nothing is ever half written or silently clobbered."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from umaf.errors import UmafError
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail with a clear message if ``path`` exists and ``overwrite`` is off."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UmafError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write into; it replaces ``path`` only if the block succeeds.
+
+    Works for single files and for whole folders (``is_dir=True``, e.g. a PEFT adapter directory).
+    """
+    path = check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
