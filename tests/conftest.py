@@ -1,0 +1,86 @@
+"""Shared test setup: offline Hugging Face, a throw-away UMAF cache, and tiny models of every family.
+
+Session fixtures are shared between tests: do not modify their weights or tokenizers in place (build a
+fresh one with ``umaf.models.build_tiny`` when a test needs to). Set ``UMAF_TEST_CACHE`` to a folder to
+keep the cache (e.g. the de-quantised SmolLM2) between test sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports huggingface_hub, which reads these once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+_KEEP_CACHE = bool(os.environ.get("UMAF_TEST_CACHE"))
+_CACHE = os.environ.get("UMAF_TEST_CACHE") or tempfile.mkdtemp(prefix="umaf-test-cache-")
+os.environ["UMAF_CACHE"] = _CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _KEEP_CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def umaf_cache() -> Path:
+    """The UMAF cache folder of this test session (``$UMAF_CACHE``)."""
+    return Path(_CACHE)
+
+
+@pytest.fixture(scope="session")
+def char_tok():
+    """The char-level tokenizer of the tiny models."""
+    from umaf.models import char_tokenizer
+
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict:
+    """One ``xs`` tiny model (``LoadedModel``) per family in ``TINY_FAMILIES``, keyed by family."""
+    from umaf.models import TINY_FAMILIES, build_tiny
+
+    return {family: build_tiny(family, "xs", seed=0) for family in TINY_FAMILIES}
+
+
+@pytest.fixture(scope="session", params=["bert", "gpt2", "llama", "mixtral", "t5"])
+def tiny(request: pytest.FixtureRequest, tiny_models: dict):
+    """Each tiny family in turn (parametrized)."""
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_models: dict):
+    """A 2-block LLaMA of width 32."""
+    return tiny_models["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_models: dict):
+    """A 2-block BERT (masked LM) of width 32."""
+    return tiny_models["bert"]
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_models: dict):
+    """A 2-block GPT-2 of width 32."""
+    return tiny_models["gpt2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_moe(tiny_models: dict):
+    """A 2-block Mixtral (4 experts, top-2) of width 32."""
+    return tiny_models["mixtral"]
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tiny_models: dict):
+    """A T5 with 2 encoder and 2 decoder blocks, width 32."""
+    return tiny_models["t5"]
