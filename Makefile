@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/umaf demo
+	$(BIN)/umaf demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -1,0 +1,182 @@
+"""The ``umaf`` command line: each command parses, validates and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from umaf import __version__
+from umaf.errors import UmafError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> None:
+    from umaf.capabilities import get_capability
+    from umaf.extractor import CapabilityExtractor, default_extractor, fingerprint
+    from umaf.io import check_writable
+    from umaf.models import load
+
+    check_writable(args.output, args.overwrite)
+    capability = get_capability(args.capability)
+    extractor = CapabilityExtractor.from_pretrained(args.extractor) if args.extractor else default_extractor()
+    loaded = load(args.model, allow_download=args.allow_download)
+    fp = fingerprint(loaded, capability, extractor, part=args.part, batch_size=args.batch_size)
+    fp.save(args.output, overwrite=args.overwrite)
+    print(f"wrote {args.output} ({loaded.info.name}, {capability.name})", file=sys.stderr)
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from umaf.fingerprint import Fingerprint, check_compatible
+    from umaf.similarity import SIMILARITIES, similarity_matrix
+
+    metric = SIMILARITIES.get(args.metric)
+    fps = [Fingerprint.load(p) for p in args.fingerprints]
+    check_compatible(fps)
+    matrix = similarity_matrix(args.metric, [fp.vector for fp in fps])
+    labels = [f"{fp.meta['model']}:{fp.meta['capability']}" for fp in fps]
+    if args.json:
+        print(json.dumps({"metric": args.metric, "higher_is_better": metric.higher_is_better,
+                          "labels": labels, "matrix": matrix.tolist()}, indent=2))
+    else:
+        print(format_matrix(labels, matrix.tolist()))
+
+
+def format_matrix(labels: list[str], rows: list[list[float]]) -> str:
+    """Render a square similarity matrix as an aligned plain-text table."""
+    short = [f"[{i}]" for i in range(len(labels))]
+    width = max(7, *(len(s) for s in short))
+    lines = [" " * (width + 1) + " ".join(s.rjust(width) for s in short)]
+    for tag, row in zip(short, rows, strict=True):
+        lines.append(tag.rjust(width) + " " + " ".join(f"{v:{width}.3f}" for v in row))
+    lines += [f"{tag} {label}" for tag, label in zip(short, labels, strict=True)]
+    return "\n".join(lines)
+
+
+def _cmd_capabilities(args: argparse.Namespace) -> None:
+    from umaf.capabilities import get_capability, list_capabilities, list_families
+
+    if args.action == "list":
+        for name in list_capabilities(kind=args.kind):
+            cap = get_capability(name)
+            flag = " (held out)" if cap.held_out else ""
+            print(f"{name:16} {cap.kind:15} {cap.description}{flag}")
+        print(f"parametric families: {', '.join(list_families())}  (use as family:param, e.g. add_k:7)")
+        return
+    if not args.name:
+        raise UmafError("capabilities show needs a capability name or a .jsonl file")
+    cap = get_capability(args.name)
+    print(f"{cap.name} [{cap.kind}] {cap.description}")
+    print("splits: " + ", ".join(f"{s}={len(cap.split(s))}" for s in ("train", "probe", "eval")))
+    for ex in cap.split("train")[:5]:
+        print(f"  {ex.text()!r}")
+
+
+def _cmd_zoo(args: argparse.Namespace) -> None:
+    from umaf.zoo import build_zoo, list_zoo
+
+    entries = build_zoo(quick=args.quick) if args.action == "build" else list_zoo()
+    if not entries:
+        print("the zoo is empty; run `umaf zoo build --quick` (5 min) or `umaf zoo build`", file=sys.stderr)
+    for e in entries:
+        trained = [e.accuracy[c] for c in e.trained if c in e.accuracy]
+        other = [a for c, a in e.accuracy.items() if c not in e.trained]
+        mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+        print(f"{e.name:14} {e.family:8} {e.size:3} trained on {len(e.trained):2} capabilities  "
+              f"acc trained {mean(trained):.2f}  untrained {mean(other):.2f}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from umaf.extractor import TrainConfig, train_extractor
+
+    config = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
+    train_extractor(config, models=args.models, output=args.output, overwrite=args.overwrite)
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from umaf.bench import run_benchmark
+
+    run_benchmark(args.suite, json_path=args.json, quick=args.quick, overwrite=args.overwrite)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from umaf.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, overwrite=args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``umaf`` argument parser."""
+    parser = argparse.ArgumentParser(prog="umaf", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"umaf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fingerprint", help="fingerprint a model on one capability")
+    p.add_argument("model", help="alias (minilm, smollm2, zoo:<name>), local folder or Hugging Face id")
+    p.add_argument("--capability", "-c", required=True, help="built-in name, family:param, or a .jsonl file")
+    p.add_argument("--output", "-o", required=True, type=Path, help="fingerprint file (.safetensors)")
+    p.add_argument("--extractor", type=Path, help="trained extractor folder (default: the cached one)")
+    p.add_argument("--part", type=int, choices=(0, 1), help="use only one half of the probe set")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--allow-download", action="store_true", help="let a Hugging Face id be downloaded")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_fingerprint)
+
+    p = sub.add_parser("compare", help="similarity table of fingerprints")
+    p.add_argument("fingerprints", nargs="+", type=Path)
+    p.add_argument("--metric", default="cosine", help="cosine, kl or pearson")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("capabilities", help="list or show capabilities")
+    p.add_argument("action", choices=("list", "show"))
+    p.add_argument("name", nargs="?", help="capability to show")
+    p.add_argument("--kind", help="only list this kind")
+    p.set_defaults(func=_cmd_capabilities)
+
+    p = sub.add_parser("zoo", help="build or list the model zoo")
+    p.add_argument("action", choices=("build", "list"))
+    p.add_argument("--quick", action="store_true", help="a small zoo in about 5 minutes")
+    p.set_defaults(func=_cmd_zoo)
+
+    p = sub.add_parser("train", help="train a UMAF component")
+    p.add_argument("component", choices=("extractor",))
+    p.add_argument("--output", "-o", type=Path, help="folder (default: the cached default extractor)")
+    p.add_argument("--models", nargs="+", help="source models (default: zoo + minilm + smollm2)")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("bench", help="run a benchmark and write its JSON")
+    p.add_argument("suite", choices=("fingerprints",))
+    p.add_argument("--json", required=True, type=Path, help="where to write the results")
+    p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="fingerprint the embedded models and compare them")
+    p.add_argument("--output", "-o", type=Path, default=Path("demo-out"), help="output folder")
+    p.add_argument("--quick", action="store_true", help="fewer capabilities")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``umaf`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UmafError as err:
+        print(f"umaf: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("umaf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
