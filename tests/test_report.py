@@ -44,10 +44,14 @@ def make_fp(model: str, family: str, layers: int, capability: str, seed: int, **
 
 
 def make_fused(seed: int = 99) -> Fingerprint:
-    sources = [{"model": "minilm", "capability": "sentiment", "weight": 0.62},
-               {"model": "zoo:gpt2-m-b", "capability": "reverse", "weight": 0.38}]  # fmt: skip
-    fp = make_fp("fused", "fused", 0, "reverse", seed, sources=sources, fusion_mode="gate")
-    return Fingerprint(fp.vector, None, fp.meta)
+    """Shaped like :func:`umaf.fusion.fuse`'s output: joined model / capability names, ``sources``, mode."""
+    sources = [
+        {"model": "minilm", "family": "bert", "capability": "sentiment", "weight": 0.62},
+        {"model": "zoo:gpt2-m-b", "family": "gpt2", "capability": "reverse", "weight": 0.38},
+    ]
+    fp = make_fp("minilm+zoo:gpt2-m-b", "mixed", 5, "reverse", seed, sources=sources, fusion_mode="average")
+    fp.meta["capability"] = "sentiment+reverse"
+    return fp
 
 
 def synthetic_fingerprints() -> list[Fingerprint]:
@@ -115,8 +119,9 @@ def test_report_is_self_contained_and_complete(report: tuple[Path, Path]) -> Non
     assert "@import" not in html and "url(http" not in html
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), "element ids must be unique across inline SVGs"
-    for text in ("zoo:llama-s-a:sentiment", "<b>fused:reverse</b>", "m1_top1_heldout_family", "recovery_seen",
-                 "e0123456789abcde", "cosine: 1 = same direction", "missed", "2 fingerprints without"):
+    for text in ("zoo:llama-s-a:sentiment", "<b>minilm+zoo:gpt2-m-b:sentiment+reverse</b>", "recovery_seen",
+                 "m1_top1_heldout_family", "e0123456789abcde", "cosine: 1 = same direction", "missed",
+                 "1 fingerprint without", "(mode <code>average</code>)"):
         assert text in html, text  # fmt: skip
 
 
@@ -162,7 +167,7 @@ def test_bad_input_fails_cleanly(tmp_path: Path) -> None:
         write_report(fps, out, metric="cka")
     with pytest.raises(UmafError, match="unknown similarity"):
         write_report(fps, out, metric="nope")
-    broken = make_fp("fused", "fused", 0, "reverse", 5, sources=[{"model": "x"}])
+    broken = make_fp("a+b", "mixed", 2, "reverse", 5, sources=[{"model": "x"}])
     with pytest.raises(UmafError, match="numeric 'weight'"):
         write_report([broken], out)
     with pytest.raises(UmafError, match="not a JSON object"):

@@ -148,7 +148,7 @@ def _profiles_section(fps: list[Fingerprint], styles: Styles) -> Section | None:
                "capability; line style and marker = family.")  # fmt: skip
     if skipped:
         plural = "s" if skipped > 1 else ""
-        caption += f" {skipped} fingerprint{plural} without a profile (e.g. fused) not shown."
+        caption += f" {skipped} fingerprint{plural} without a profile not shown."
     chart = _chart("profiles", caption, lambda: charts.profiles_figure(with_profile, styles))
     how = "Which depth of each source model carries the capability."
     return Section("profiles", "Per-layer profiles", how, [chart])
