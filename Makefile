@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/umaf demo --overwrite
 
 test: $(STAMP)
+	# The report test renders a page in headless Chromium (Debian's package).
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 

@@ -102,6 +102,31 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     run_benchmark(args.suite, json_path=args.json, quick=args.quick, overwrite=args.overwrite)
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.report import write_report
+
+    fps = [Fingerprint.load(p) for p in args.fingerprints]
+    bench = [_load_bench(p) for p in args.bench]
+    path = write_report(fps, args.output, bench=bench, metric=args.metric, png_dir=args.png_dir,
+                        overwrite=args.overwrite, title=args.title)  # fmt: skip
+    print(f"wrote {path}" + (f" and PNGs in {args.png_dir}" if args.png_dir else ""), file=sys.stderr)
+
+
+def _load_bench(path: Path) -> dict:
+    """A benchmark result file as a dict; unreadable or malformed files are a UmafError."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise UmafError(f"cannot read {path}: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UmafError(f"{path} is not a JSON file") from None
+    if not isinstance(data, dict):
+        raise UmafError(f"{path} is not a benchmark result (expected a JSON object)")
+    data.setdefault("suite", path.stem)
+    return data
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from umaf.demo import run_demo
 
@@ -156,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of fingerprints and benchmarks")
+    p.add_argument("fingerprints", nargs="+", type=Path, help="fingerprint files (.safetensors)")
+    p.add_argument("--bench", nargs="+", action="extend", type=Path, default=[], metavar="JSON",
+                   help="benchmark result files from `umaf bench` (repeatable)")
+    p.add_argument("--metric", default="cosine", help="similarity for the heatmap: cosine, kl or pearson")
+    p.add_argument("--output", "-o", required=True, type=Path, help="report file (.html)")
+    p.add_argument("--png-dir", type=Path, help="also save every chart there as a 200-dpi PNG")
+    p.add_argument("--title", default="UMAF report", help="heading of the page")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report and PNGs")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="fingerprint the embedded models and compare them")
     p.add_argument("--output", "-o", type=Path, default=Path("demo-out"), help="output folder")

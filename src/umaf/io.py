@@ -36,9 +36,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, is_dir: bool =
         tmp = Path(name)
     try:
         yield tmp
+        _default_permissions(tmp)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+
+def _default_permissions(path: Path) -> None:
+    """Temporary files and folders are created private (0600 / 0700); give the result the usual mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)

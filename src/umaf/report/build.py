@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -76,7 +75,6 @@ def write_report(
         _write_pngs(chart_list, Path(png_dir), overwrite)
     with atomic_path(output, overwrite=overwrite) as tmp:
         tmp.write_text(html, encoding="utf-8")
-        _readable(tmp)
     return output
 
 
@@ -267,12 +265,6 @@ def _write_pngs(chart_list: list[Chart], png_dir: Path, overwrite: bool) -> list
     for path, chart in zip(paths, chart_list, strict=True):
         with atomic_path(path, overwrite=overwrite) as tmp:
             tmp.write_bytes(chart.png or b"")
-            _readable(tmp)
     return paths
 
 
-def _readable(path: Path) -> None:
-    """Give a temporary file (created 0600) the usual permissions, so the report can be shared or served."""
-    mask = os.umask(0)
-    os.umask(mask)
-    path.chmod(0o666 & ~mask)
