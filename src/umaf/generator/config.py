@@ -1,0 +1,140 @@
+"""Configuration of the Adapter Generator: the hypernetwork's shape and how it is trained."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from umaf.config import FINGERPRINT_DIM, cache_dir
+from umaf.errors import UmafError
+
+
+def target_slug(target: str) -> str:
+    """Folder-safe name of a target model (``zoo:llama-m-a`` -> ``zoo_llama-m-a``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(target)).strip("_") or "_"
+
+
+def generator_dir(target: str) -> Path:
+    """Where the default generator for ``target`` lives: ``cache_dir()/generators/<target-slug>``."""
+    return cache_dir() / "generators" / target_slug(target)
+
+
+#: Fields that define the network (saved with it); the others only steer training.
+ARCHITECTURE_FIELDS: tuple[str, ...] = (
+    "target",
+    "target_modules",
+    "rank",
+    "gen_rank",
+    "fp_dim",
+    "task_dim",
+    "emb_dim",
+    "hidden",
+    "n_blocks",
+    "dropout",
+)
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything that defines an Adapter Generator and its training (each ``help`` doubles as CLI help)."""
+
+    # --- what it adapts ---
+    target: str = field(
+        default="smollm2", metadata={"help": "Target model the generator writes adapters for."}
+    )
+    target_modules: tuple[str, ...] = field(
+        default=("q_proj", "v_proj"),
+        metadata={"help": "Names (suffixes) of the target's linear modules that get a LoRA."},
+    )
+    rank: int = field(default=8, metadata={"help": "Default rank of the adapters it writes (SVD step)."})
+    # --- network ---
+    gen_rank: int = field(
+        default=16,
+        metadata={"help": "Rank of the raw factors the hypernetwork emits (largest writable rank)."},
+    )
+    fp_dim: int = field(default=FINGERPRINT_DIM, metadata={"help": "Fingerprint width."})
+    task_dim: int = field(default=128, metadata={"help": "Width of the fingerprint's task embedding."})
+    emb_dim: int = field(default=32, metadata={"help": "Width of the layer and module-type embeddings."})
+    hidden: int = field(default=256, metadata={"help": "Width of the shared MLP trunk."})
+    n_blocks: int = field(default=2, metadata={"help": "Residual MLP blocks in the trunk."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout in the trunk during training."})
+    # --- reconstruction training on the oracle library ---
+    steps: int = field(default=2000, metadata={"help": "Reconstruction optimiser steps."})
+    batch_size: int = field(default=16, metadata={"help": "Fingerprints per reconstruction step."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup: int = field(default=100, metadata={"help": "Warm-up steps."})
+    fp_noise: float = field(
+        default=0.05,
+        metadata={"help": "Std of Gaussian noise added to training fingerprints (then renormalised)."},
+    )
+    null_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of each batch that is a random unit vector taught to give a zero ΔW."},
+    )
+    sources: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Source models whose fingerprints train it (default: zoo of non-held-out families "
+            "except the target, plus minilm)."
+        },
+    )
+    val_sources: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Source models held apart for validation (default: one zoo model per held-out "
+            "family and one training-family model)."
+        },
+    )
+    # --- optional end-to-end phase through the frozen target ---
+    e2e_steps: int = field(
+        default=0, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off)."}
+    )
+    e2e_batch_size: int = field(default=16, metadata={"help": "Examples per end-to-end step."})
+    e2e_lr: float = field(default=2e-4, metadata={"help": "Learning rate of the end-to-end phase."})
+    e2e_recon_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the reconstruction loss kept during the end-to-end phase."}
+    )
+    e2e_max_length: int = field(default=64, metadata={"help": "Token limit per end-to-end example."})
+    val_every: int = field(default=250, metadata={"help": "Steps between validation runs."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation and sampling."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        self.target_modules = tuple(self.target_modules)
+        for name in ("rank", "gen_rank", "fp_dim", "task_dim", "emb_dim", "hidden", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rank > self.gen_rank:
+            raise UmafError(f"rank ({self.rank}) cannot exceed gen_rank ({self.gen_rank})")
+        if not self.target_modules:
+            raise UmafError("target_modules must name at least one module")
+        if not 0 <= self.null_fraction < 1 or not 0 <= self.dropout < 1:
+            raise UmafError("null_fraction and dropout must lie in [0, 1)")
+        if self.e2e_steps < 0 or self.n_blocks < 0:
+            raise UmafError("e2e_steps and n_blocks must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    def architecture(self) -> dict[str, Any]:
+        """Only the fields that define the network (what ``save_pretrained`` records as its config)."""
+        data = self.to_dict()
+        return {key: data[key] for key in ARCHITECTURE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UmafError(f"unknown generator config keys: {', '.join(unknown)}")
+        data = dict(data)
+        for key in ("target_modules", "sources", "val_sources"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        return cls(**data)
