@@ -1,0 +1,84 @@
+"""``interpolate``: move a fingerprint to where it would lie for a model of another size."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from umaf.config import cache_dir
+from umaf.errors import UmafError
+from umaf.fingerprint import Fingerprint
+from umaf.interpolator.model import WEIGHTS_NAME, SizeInterpolator
+from umaf.interpolator.scale import Scale, estimate_scale
+
+_DEFAULT: dict[tuple[Path, int], SizeInterpolator] = {}  # keyed by folder and weights mtime
+
+
+def default_interpolator_dir() -> Path:
+    """Where the default interpolator lives: ``cache_dir()/interpolator/default``."""
+    return cache_dir() / "interpolator" / "default"
+
+
+def default_interpolator() -> SizeInterpolator:
+    """The trained default interpolator; a UmafError naming the command to train it if it is missing."""
+    path = default_interpolator_dir()
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise UmafError(f"no trained interpolator in {path}; run `umaf train interpolator` first")
+    key = (path, weights.stat().st_mtime_ns)
+    if key not in _DEFAULT:
+        _DEFAULT[key] = SizeInterpolator.from_pretrained(path)
+    return _DEFAULT[key]
+
+
+def resolve_scale(target: Any) -> Scale:
+    """A :class:`Scale` from a Scale, a ModelInfo, a LoadedModel, or a model name (loaded to measure it)."""
+    if isinstance(target, Scale):
+        return target
+    if hasattr(target, "info"):  # LoadedModel
+        return Scale.from_info(target.info)
+    if all(hasattr(target, k) for k in ("n_params", "n_layers", "width")):  # ModelInfo
+        return Scale.from_info(target)
+    if isinstance(target, str | Path):
+        from umaf.models import load
+
+        return Scale.from_info(load(str(target)).info)
+    raise UmafError(f"cannot tell the scale of {target!r}; give a model, ModelInfo or parameter count")
+
+
+def interpolate(
+    fp: Fingerprint,
+    target: Any = None,
+    *,
+    params: float | None = None,
+    layers: int | None = None,
+    width: int | None = None,
+    interpolator: SizeInterpolator | None = None,
+) -> Fingerprint:
+    """``fp`` moved to the scale of ``target`` (model name, ModelInfo, LoadedModel or Scale), or of
+    ``params`` [``layers``, ``width``] (missing ones estimated from the source's shape).
+
+    ``interpolator=None`` uses :func:`default_interpolator`. The result's metadata keeps the source
+    model's identity and adds ``source_scale``, ``target_scale`` and ``interpolator`` (its hash).
+    """
+    if target is not None and any(v is not None for v in (params, layers, width)):
+        raise UmafError("give either a target model or a parameter count / layers / width, not both")
+    fp.validate()
+    source = Scale.from_meta(fp.meta)
+    goal = resolve_scale(target) if target is not None else estimate_scale(source, params, layers, width)
+    interpolator = interpolator if interpolator is not None else default_interpolator()
+    trained_on = interpolator.config.extractor_hash
+    if trained_on is not None and trained_on != fp.meta.get("extractor_hash"):
+        raise UmafError(
+            f"the interpolator was trained on fingerprints of extractor {trained_on}, this one comes from "
+            f"{fp.meta.get('extractor_hash')}; recompute the fingerprint or retrain the interpolator"
+        )
+    vector = interpolator.move(fp.vector, source.features(), goal.features())  # [fp_dim]
+    meta = copy.deepcopy(fp.meta)
+    meta.update(
+        source_scale=source.to_dict(),
+        target_scale=goal.to_dict(),
+        interpolator=interpolator.interpolator_hash,
+    )
+    return Fingerprint(vector, fp.layer_profile, meta)
