@@ -1,0 +1,103 @@
+"""Configuration of the Capability Extractor (processor + network) and of its contrastive training."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from umaf.config import FINGERPRINT_DIM
+from umaf.errors import UmafError
+
+ACTIVATION_NORMS = ("none", "l2", "layernorm")
+PROFILE_NORMS = ("none", "zscore")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UmafError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+@dataclass
+class ExtractorConfig:
+    """Everything that defines an extractor: the input processor's settings and the network's shape."""
+
+    # --- input processor (no trained weights) ---
+    depth_bins: int = field(
+        default=8, metadata={"help": "Fixed relative depths every model's layers are resampled to."}
+    )
+    n_anchors: int = field(
+        default=64, metadata={"help": "Number of shipped anchor texts (data/anchors.txt) to use."}
+    )
+    pooling: str = field(
+        default="mean",
+        metadata={"help": "How token activations are pooled per text (umaf.capture.POOLINGS)."},
+    )
+    max_length: int = field(default=64, metadata={"help": "Token limit per probe / anchor text."})
+    activation_norm: str = field(
+        default="l2", metadata={"help": "Per-text normalisation before centring: none, l2 or layernorm."}
+    )
+    centre: bool = field(
+        default=True,
+        metadata={"help": "Subtract the anchors' mean activation (per layer) before the cosine."},
+    )
+    profile_norm: str = field(
+        default="zscore",
+        metadata={"help": "Normalisation of each probe's anchor-similarity profile: none or zscore."},
+    )
+    # --- network ---
+    d_model: int = field(default=256, metadata={"help": "Width of the transformer encoder."})
+    n_layers: int = field(default=4, metadata={"help": "Transformer encoder layers."})
+    n_heads: int = field(default=8, metadata={"help": "Attention heads per encoder layer."})
+    ffn: int = field(default=2048, metadata={"help": "Feed-forward width of each encoder layer."})
+    head_hidden: int = field(default=512, metadata={"help": "Hidden width of the 2-layer projection head."})
+    fp_dim: int = field(
+        default=FINGERPRINT_DIM, metadata={"help": "Fingerprint width (output of the projection head)."}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "Dropout inside the encoder during training."})
+
+    def __post_init__(self) -> None:
+        _check_choice("activation_norm", self.activation_norm, ACTIVATION_NORMS)
+        _check_choice("profile_norm", self.profile_norm, PROFILE_NORMS)
+        for name in (
+            "depth_bins",
+            "n_anchors",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "ffn",
+            "head_hidden",
+            "fp_dim",
+        ):
+            if getattr(self, name) < 1:
+                raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise UmafError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtractorConfig:
+        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UmafError(f"unknown extractor config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def processor_hash(self) -> str:
+        """Hash of the settings that change processed features (for on-disk feature caches)."""
+        keys = (
+            "depth_bins",
+            "n_anchors",
+            "pooling",
+            "max_length",
+            "activation_norm",
+            "centre",
+            "profile_norm",
+        )
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

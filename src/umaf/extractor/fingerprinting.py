@@ -1,0 +1,112 @@
+"""From a loaded model and a capability to a :class:`~umaf.fingerprint.Fingerprint`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from weakref import WeakKeyDictionary
+
+from torch import Tensor, nn
+
+import umaf
+from umaf.capabilities import Capability, get_capability
+from umaf.capture import capture_activations
+from umaf.config import cache_dir
+from umaf.extractor.config import ExtractorConfig
+from umaf.extractor.model import CapabilityExtractor
+from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, process
+from umaf.fingerprint import Fingerprint
+from umaf.models import LoadedModel
+
+# Anchor activations per model object: anchors are run once per (model, layers, settings), not once per
+# capability. Keyed weakly so that a dropped model frees its entry; a model whose weights are changed in
+# place must not be fingerprinted again through this cache.
+_ANCHOR_CACHE: WeakKeyDictionary[nn.Module, dict[tuple, Tensor]] = WeakKeyDictionary()
+_DEFAULT: dict[Path, CapabilityExtractor] = {}
+
+
+def default_extractor_dir() -> Path:
+    """Where the default extractor lives: ``cache_dir()/extractor/default``."""
+    return cache_dir() / "extractor" / "default"
+
+
+def anchor_activations(
+    loaded: LoadedModel, layers: list[int], config: ExtractorConfig, batch_size: int = 16
+) -> Tensor:
+    """Anchor activations at ``layers``, ``[len(layers), anchors, width]``, cached in memory per model."""
+    texts = anchor_texts(config.n_anchors)
+    key = (tuple(layers), tuple(texts), config.pooling, config.max_length)
+    per_model = _ANCHOR_CACHE.setdefault(loaded.model, {})
+    if key not in per_model:
+        per_model[key] = capture_activations(
+            loaded.model, loaded.tokenizer, texts, layers=layers, pooling=config.pooling,
+            batch_size=batch_size, max_length=config.max_length, progress=False,
+        )  # fmt: skip
+    return per_model[key]
+
+
+def model_features(
+    loaded: LoadedModel,
+    texts: list[str],
+    config: ExtractorConfig,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> ProcessedFeatures:
+    """Capture ``texts`` (only the blocks the depth bins need) and process them against the anchors."""
+    layers, weights = layer_plan(loaded.info.n_layers, config.depth_bins)
+    probe_acts = capture_activations(
+        loaded.model, loaded.tokenizer, texts, layers=layers, pooling=config.pooling,
+        batch_size=batch_size, max_length=config.max_length, progress=progress,
+    )  # [captured, probes, width]  # fmt: skip
+    anchor_acts = anchor_activations(loaded, layers, config, batch_size)  # [captured, anchors, width]
+    return process(probe_acts, anchor_acts, weights, config)
+
+
+def fingerprint(
+    loaded: LoadedModel,
+    capability: Capability | str,
+    extractor: CapabilityExtractor | None = None,
+    *,
+    part: int | None = None,
+    n_probes: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Fingerprint:
+    """Fingerprint ``capability`` as read from ``loaded``.
+
+    ``part`` 0 / 1 uses one of the two disjoint halves of the probe set (query vs gallery);
+    ``n_probes`` caps the number of probes; ``extractor=None`` uses :func:`default_extractor`.
+    """
+    cap = get_capability(capability) if isinstance(capability, str) else capability
+    extractor = extractor if extractor is not None else default_extractor()
+    texts = cap.probe_texts(part=part, n=n_probes)
+    processed = model_features(loaded, texts, extractor.config, batch_size=batch_size, progress=progress)
+    vector = extractor.encode(processed.features)  # [fp_dim]
+    info = loaded.info.to_dict()
+    meta = {
+        "model": info.pop("name"),
+        **info,
+        "capability": cap.name,
+        "probe_hash": cap.probe_hash(),
+        "probe_part": part,
+        "n_probes": len(texts),
+        "extractor_hash": extractor.extractor_hash,
+        "competence": round(float(extractor.competence(vector[None])[0].detach()), 6),
+        "umaf_version": umaf.__version__,
+    }
+    return Fingerprint(vector, processed.layer_profile, meta)
+
+
+def default_extractor() -> CapabilityExtractor:
+    """The default extractor from ``cache_dir()/extractor/default``, trained there first if missing."""
+    path = default_extractor_dir()
+    if path not in _DEFAULT:
+        if not (path / "model.safetensors").is_file():
+            from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
+
+            print(f"umaf: no trained extractor in {path}; training the default one (once)", file=sys.stderr)
+            train_extractor(TrainConfig(), output=path)
+            print(f"umaf: saved the default extractor to {path}", file=sys.stderr)
+        _DEFAULT[path] = CapabilityExtractor.from_pretrained(path)
+    return _DEFAULT[path]

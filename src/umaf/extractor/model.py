@@ -1,0 +1,139 @@
+"""The Capability Extractor network: processed features of a probe set -> one 512-D unit fingerprint.
+
+Each probe is one token (its ``[depth_bins * anchors]`` relative features, linearly embedded); a learned
+CLS token joins them; a pre-norm transformer encoder mixes them (no positional encoding: a probe set is
+a set, so the fingerprint does not depend on probe order); a 2-layer MLP on the CLS output gives the
+fingerprint, L2-normalised. A linear competence head maps a fingerprint to a score in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import umaf
+from umaf.errors import UmafError
+from umaf.extractor.config import ExtractorConfig
+from umaf.io import atomic_path
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "umaf-extractor"
+
+
+class CapabilityExtractor(nn.Module):
+    """Probe-set encoder producing capability fingerprints; see the module docstring."""
+
+    def __init__(self, config: ExtractorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ExtractorConfig()
+        in_dim = config.depth_bins * config.n_anchors
+        self.embed = nn.Linear(in_dim, config.d_model)
+        self.cls = nn.Parameter(torch.randn(1, 1, config.d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            config.d_model, config.n_heads, config.ffn, config.dropout,
+            activation="gelu", batch_first=True, norm_first=True,
+        )  # fmt: skip
+        self.encoder = nn.TransformerEncoder(
+            layer, config.n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False
+        )
+        self.head = nn.Sequential(
+            nn.Linear(config.d_model, config.head_hidden),
+            nn.GELU(),
+            nn.Linear(config.head_hidden, config.fp_dim),
+        )
+        self.competence_head = nn.Linear(config.fp_dim, 1)
+
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``features [B, depth_bins, probes, anchors]`` -> unit fingerprints ``[B, fp_dim]``.
+
+        ``mask [B, probes]`` (True = real probe) lets probe sets of different sizes share a batch.
+        """
+        b, bins, p, a = features.shape
+        if (bins, a) != (self.config.depth_bins, self.config.n_anchors):
+            raise UmafError(
+                f"features have {bins} depth bins x {a} anchors; this extractor expects "
+                f"{self.config.depth_bins} x {self.config.n_anchors}"
+            )
+        tokens = self.embed(features.permute(0, 2, 1, 3).reshape(b, p, bins * a))  # [B, P, d_model]
+        x = torch.cat([self.cls.expand(b, 1, -1), tokens], dim=1)  # [B, 1 + P, d_model]
+        pad = None
+        if mask is not None:
+            pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask.bool()], dim=1)
+        x = self.encoder(x, src_key_padding_mask=pad)  # [B, 1 + P, d_model]
+        return nn.functional.normalize(self.head(x[:, 0]), dim=-1)  # [B, fp_dim]
+
+    def competence(self, fingerprints: Tensor) -> Tensor:
+        """Competence score in [0, 1] for ``fingerprints [B, fp_dim]`` -> ``[B]``."""
+        return torch.sigmoid(self.competence_head(fingerprints)).squeeze(-1)
+
+    @torch.no_grad()
+    def encode(self, features: Tensor) -> Tensor:
+        """Inference: ``features [depth_bins, probes, anchors]`` or a batch of them -> unit fingerprint(s)."""
+        single = features.dim() == 3
+        batch = (features[None] if single else features).to(next(self.parameters()).device)
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(batch).cpu()  # [B, fp_dim]
+        finally:
+            self.train(was_training)
+        return out[0] if single else out
+
+    @property
+    def extractor_hash(self) -> str:
+        """sha256[:16] over the weights' names, shapes and bytes: identifies the exact extractor."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``config.json`` (sorted, with the umaf version) and ``model.safetensors``, atomically."""
+        doc = {"format": FORMAT, "umaf_version": umaf.__version__, "config": self.config.to_dict()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory, overwrite=overwrite, is_dir=True) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+            save_file(
+                state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, "umaf_version": umaf.__version__}
+            )
+        return Path(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> CapabilityExtractor:
+        """Load a folder written by :meth:`save_pretrained`; anything missing or corrupt is a UmafError."""
+        directory = Path(directory)
+        config = _read_config(directory)
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except (OSError, SafetensorError, ValueError):
+            raise UmafError(f"{directory / WEIGHTS_NAME} is missing or not a safetensors file") from None
+        model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError:
+            raise UmafError(f"{directory / WEIGHTS_NAME} does not match its config.json") from None
+        return model.eval()
+
+
+def _read_config(directory: Path) -> ExtractorConfig:
+    if not directory.is_dir():
+        raise UmafError(f"{directory} is not an extractor folder")
+    try:
+        doc = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UmafError(f"{directory / CONFIG_NAME} is missing or not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
+        raise UmafError(f"{directory} is not a UMAF extractor folder")
+    try:
+        return ExtractorConfig.from_dict(doc["config"])
+    except TypeError as err:
+        raise UmafError(f"{directory / CONFIG_NAME}: bad config ({err})") from None

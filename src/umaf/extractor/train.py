@@ -1,0 +1,473 @@
+"""Contrastive training of the Capability Extractor: one capability, read from any model, lands in one place.
+
+setup (which models and capabilities; held-out ones are refused) -> collect (processed features per
+model x capability, cached on disk) -> fit (supervised contrastive loss over random probe subsets, plus a
+competence head regressed on zoo accuracy) -> evaluate (cross-family retrieval on held-apart models and
+on held-apart capability classes).
+
+Supervised contrastive loss: Khosla et al., 2020, https://arxiv.org/abs/2004.11362.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from umaf.capabilities import (
+    Capability,
+    family_instances,
+    get_capability,
+    list_families,
+    training_capabilities,
+)
+from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES, cache_dir
+from umaf.errors import UmafError
+from umaf.extractor.config import ExtractorConfig
+from umaf.extractor.fingerprinting import model_features
+from umaf.extractor.model import CapabilityExtractor
+from umaf.extractor.processor import feature_key
+from umaf.io import atomic_path
+
+REAL_MODELS: tuple[str, ...] = ("minilm", "smollm2")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train_extractor` (each field's ``help`` doubles as CLI help)."""
+
+    extractor: ExtractorConfig = field(
+        default_factory=ExtractorConfig, metadata={"help": "Processor settings and network shape."}
+    )
+    real_models: tuple[str, ...] = field(
+        default=REAL_MODELS, metadata={"help": "Pretrained models trained on besides the zoo."}
+    )
+    capabilities: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Only these training capabilities (default: all of them)."}
+    )
+    n_family_instances: int = field(
+        default=4, metadata={"help": "Instances per parametric family used as extra contrastive classes."}
+    )
+    n_val_instances: int = field(
+        default=1, metadata={"help": "Further instances per family held apart as unseen validation classes."}
+    )
+    steps: int = field(default=1500, metadata={"help": "Optimiser steps."})
+    classes_per_batch: int = field(default=16, metadata={"help": "Capabilities per batch."})
+    views_per_class: int = field(default=4, metadata={"help": "Views (model x probe subset) per capability."})
+    min_probes: int = field(default=8, metadata={"help": "Smallest random probe subset of a view."})
+    max_probes: int = field(default=32, metadata={"help": "Largest random probe subset of a view."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    warmup: int = field(default=100, metadata={"help": "Warm-up steps."})
+    temperature: float = field(default=0.1, metadata={"help": "Temperature of the contrastive loss."})
+    competence_weight: float = field(default=1.0, metadata={"help": "Weight of the competence MSE loss."})
+    val_every: int = field(default=250, metadata={"help": "Steps between validation retrieval runs."})
+    capture_batch_size: int = field(default=16, metadata={"help": "Texts per forward pass when capturing."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling, probe subsets and initialisation."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_probes <= self.max_probes:
+            raise UmafError("need 1 <= min_probes <= max_probes")
+        if self.classes_per_batch < 2 or self.views_per_class < 2:
+            raise UmafError("classes_per_batch and views_per_class must be at least 2")
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def check_trainable(capabilities: list[Capability], families: list[str]) -> None:
+    """Refuse any held-out capability (or family instance of one) and any held-out model family."""
+    bad = [c.name for c in capabilities if c.held_out or c.name in HELD_OUT_CAPABILITIES]
+    bad += [f"model family {f}" for f in families if f in HELD_OUT_FAMILIES]
+    if bad:
+        raise UmafError(f"held out of all UMAF training: {', '.join(sorted(set(bad)))}")
+
+
+def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capability]]:
+    """(train classes, validation-only classes): training built-ins + family instances; never held out."""
+    names = training_capabilities() if config.capabilities is None else list(config.capabilities)
+    train = [get_capability(name) for name in names]
+    val: list[Capability] = []
+    n, n_val = config.n_family_instances, config.n_val_instances
+    for family in list_families():
+        if family in HELD_OUT_CAPABILITIES:
+            continue
+        instances = family_instances(family, n + n_val, seed=config.seed)
+        train += instances[:n]
+        val += instances[n:]
+    check_trainable(train + val, [])
+    return train, val
+
+
+@dataclass(frozen=True)
+class TrainModel:
+    """A model to read features from: its load name, family, and zoo accuracy (None for real models)."""
+
+    name: str
+    family: str
+    accuracy: dict[str, float] | None = None
+
+
+def training_models(config: TrainConfig) -> list[TrainModel]:
+    """Zoo models of non-held-out families (the full zoo, else the quick one) plus ``config.real_models``."""
+    from umaf.zoo import list_zoo
+
+    entries = list_zoo() or list_zoo(quick=True)
+    models = [
+        TrainModel(e.model_id, e.family, dict(e.accuracy))
+        for e in entries
+        if e.family not in HELD_OUT_FAMILIES
+    ]
+    return models + [TrainModel(name, "?") for name in config.real_models]
+
+
+def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
+    if models is None:
+        return training_models(config)
+    from umaf.zoo import list_zoo
+
+    zoo = {e.model_id: e for e in list_zoo() + list_zoo(quick=True)}
+    return [
+        TrainModel(m, zoo[m].family, dict(zoo[m].accuracy)) if m in zoo else TrainModel(m, "?")
+        for m in models
+    ]
+
+
+# --------------------------------------------------------------------------------------------- collect
+
+
+@dataclass
+class FeatureBank:
+    """Processed features of every (model, class): ``features[m][c]`` is ``[depth_bins, probes, anchors]``;
+    ``halves[c]`` is the size of probe half 0 (the rest is half 1, as in ``probe_texts(part=...)``)."""
+
+    models: list[TrainModel]
+    classes: list[Capability]
+    features: list[list[Tensor]]
+    halves: list[int]
+
+    @property
+    def families(self) -> list[str]:
+        return [m.family for m in self.models]
+
+    def accuracy(self, m: int, c: int) -> float:
+        """The zoo's measured accuracy of model ``m`` on class ``c``; NaN when unknown."""
+        acc = self.models[m].accuracy or {}
+        return float(acc.get(self.classes[c].name, math.nan))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _feature_file(model: str, capability: str) -> Path:
+    return cache_dir() / "features" / _slug(model) / f"{_slug(capability)}.safetensors"
+
+
+def _cached(path: Path, key: str, probe_hash: str) -> tuple[Tensor, str] | None:
+    """Cached ``(features, model family)`` if ``path`` holds features for these settings and probes."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("feature_key") == key and meta.get("probe_hash") == probe_hash:
+                return f.get_tensor("features"), meta.get("family", "?")
+    except Exception:  # missing or corrupt cache entries are recomputed
+        return None
+    return None
+
+
+def _store(path: Path, features: Tensor, key: str, probe_hash: str, family: str) -> None:
+    meta = {"feature_key": key, "probe_hash": probe_hash, "family": family}
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file({"features": features.contiguous()}, str(tmp), metadata=meta)
+
+
+def probe_texts_in_bank_order(cap: Capability) -> list[str]:
+    """Probe texts in the order the bank stores them: half 0, then half 1 (as ``probe_texts(part=...)``)."""
+    return cap.probe_texts(part=0) + cap.probe_texts(part=1)
+
+
+def model_class_features(
+    model: TrainModel, classes: list[Capability], config: TrainConfig
+) -> tuple[str, list[Tensor]]:
+    """``(family, features)`` of ``model`` on every class, each ``[depth_bins, probes, anchors]``.
+
+    Cached under ``cache_dir()/features/<model>/<capability>.safetensors``; only missing entries are
+    captured (the model is loaded only then), so an interrupted run resumes.
+    """
+    from umaf.models import load
+
+    key = feature_key(config.extractor)
+    found = [_cached(_feature_file(model.name, c.name), key, c.probe_hash()) for c in classes]
+    missing = [i for i, f in enumerate(found) if f is None]
+    families = {f[1] for f in found if f is not None}
+    if missing:
+        loaded = load(model.name)
+        families = {loaded.info.family}
+        check_trainable([], list(families))
+        texts = [probe_texts_in_bank_order(classes[i]) for i in missing]
+        flat = [t for group in texts for t in group]
+        feats = model_features(
+            loaded, flat, config.extractor, batch_size=config.capture_batch_size, progress=config.progress
+        ).features  # [depth_bins, sum(probes), anchors]
+        start = 0
+        for i, group in zip(missing, texts, strict=True):
+            part = feats[:, start : start + len(group)]  # [depth_bins, probes, anchors]
+            start += len(group)
+            _store(
+                _feature_file(model.name, classes[i].name),
+                part,
+                key,
+                classes[i].probe_hash(),
+                loaded.info.family,
+            )
+            found[i] = (part, loaded.info.family)
+    return families.pop(), [f[0] for f in found if f is not None]
+
+
+def collect_features(models: list[TrainModel], classes: list[Capability], config: TrainConfig) -> FeatureBank:
+    """Read (or compute and cache) features of every model on every class; refuses held-out families."""
+    resolved, features = [], []
+    bar = tqdm(models, desc="features", unit="model", disable=not config.progress)
+    for model in bar:
+        bar.set_postfix_str(model.name)
+        family, feats = model_class_features(model, classes, config)
+        check_trainable([], [family])
+        resolved.append(TrainModel(model.name, family, model.accuracy))
+        features.append(feats)
+    halves = [len(c.probe_texts(part=0)) for c in classes]
+    return FeatureBank(resolved, classes, features, halves)
+
+
+# ------------------------------------------------------------------------------------------------- fit
+
+
+def hold_apart_models(bank: FeatureBank) -> list[int]:
+    """Validation models: the last zoo model (by name) of every family that has several zoo models."""
+    by_family: dict[str, list[int]] = {}
+    for m, model in enumerate(bank.models):
+        if model.accuracy is not None:
+            by_family.setdefault(model.family, []).append(m)
+    return sorted(max(ms, key=lambda m: bank.models[m].name) for ms in by_family.values() if len(ms) > 1)
+
+
+class ViewDataset(Dataset):
+    """Views of the bank: item ``(m, c, k, seed)`` is a random ``k``-probe subset of model ``m`` on class
+    ``c`` -> (``features [depth_bins, k, anchors]``, class, zoo accuracy or NaN)."""
+
+    def __init__(self, bank: FeatureBank) -> None:
+        self.bank = bank
+
+    def __len__(self) -> int:
+        return len(self.bank.models) * len(self.bank.classes)
+
+    def __getitem__(self, item: tuple[int, int, int, int]) -> tuple[Tensor, int, float]:
+        m, c, k, seed = item
+        feats = self.bank.features[m][c]  # [depth_bins, probes, anchors]
+        pick = torch.randperm(feats.shape[1], generator=torch.Generator().manual_seed(seed))[:k]
+        return feats[:, pick], c, self.bank.accuracy(m, c)
+
+
+class ViewBatchSampler:
+    """``steps`` batches of ``classes_per_batch`` classes x ``views_per_class`` views each (the positives of
+    the contrastive loss). A view's model is drawn uniformly over groups (a zoo family, or one real model),
+    so that every architecture weighs the same; all views of a batch share one probe count."""
+
+    def __init__(self, bank: FeatureBank, models: list[int], classes: list[int], config: TrainConfig) -> None:
+        self.classes, self.config, self.max_k = classes, config, min(bank.halves)
+        groups: dict[str, list[int]] = {}
+        for m in models:
+            model = bank.models[m]
+            groups.setdefault(model.family if model.accuracy is not None else model.name, []).append(m)
+        self.groups = [groups[g] for g in sorted(groups)]
+
+    def __len__(self) -> int:
+        return self.config.steps
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        cfg = self.config
+        rng = random.Random(cfg.seed)
+        for _ in range(cfg.steps):
+            k = rng.randint(min(cfg.min_probes, self.max_k), min(cfg.max_probes, self.max_k))
+            classes = rng.sample(self.classes, min(cfg.classes_per_batch, len(self.classes)))
+            yield [
+                (rng.choice(rng.choice(self.groups)), c, k, rng.getrandbits(62))
+                for c in classes
+                for _ in range(cfg.views_per_class)
+            ]
+
+
+def supcon_loss(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss of unit embeddings ``z [N, D]`` with class ``labels [N]``."""
+    logits = z @ z.T / temperature  # [N, N]
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # [N, N]
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask  # [N, N]
+    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1).clamp_min(1)
+    return per_anchor[positives.any(1)].mean()
+
+
+def competence_loss(scores: Tensor, accuracy: Tensor) -> Tensor:
+    """MSE of competence ``scores [N]`` against zoo ``accuracy [N]``, over entries with a known accuracy."""
+    known = torch.isfinite(accuracy)
+    if not known.any():
+        return scores.sum() * 0.0
+    return F.mse_loss(scores[known], accuracy[known].to(scores.dtype))
+
+
+def _schedule(config: TrainConfig):  # noqa: ANN202 (a plain lr multiplier)
+    def factor(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+@torch.no_grad()
+def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bool = False) -> Tensor:
+    """Unit fingerprints of both probe halves of every (model, class): ``[models, classes, 2, D]``.
+
+    ``raw=True`` gives the untrained baseline instead: the processed features averaged over the probes
+    (``D = depth_bins * anchors``).
+    """
+    out = []
+    for c, half in enumerate(bank.halves):
+        halves = []
+        for lo, hi in ((0, half), (half, None)):
+            feats = torch.stack(
+                [bank.features[m][c][:, lo:hi] for m in range(len(bank.models))]
+            )  # [M, bins, P, A]
+            vec = feats.mean(2).flatten(1) if raw else extractor.encode(feats)  # [M, D]
+            halves.append(F.normalize(vec, dim=-1))
+        out.append(torch.stack(halves, dim=1))  # [M, 2, D]
+    return torch.stack(out, dim=1)  # [M, C, 2, D]
+
+
+def cross_family_top1(
+    fps: Tensor, families: list[str], query_models: list[int], query_classes: list[int]
+) -> float:
+    """Top-1 retrieval, query = half 0 of (model m, class c), gallery = half 1 of every class from one model
+    m' of another family; averaged over all such (m, m', c). NaN when there is no such pair."""
+    sims = torch.einsum("mcd,nkd->mnck", fps[:, :, 0], fps[:, :, 1])  # [M, M, C, C]
+    correct = sims.argmax(-1) == torch.arange(fps.shape[1])  # [M, M, C]
+    ids = {f: i for i, f in enumerate(sorted(set(families)))}
+    fam = torch.tensor([ids[f] for f in families])
+    pair = (fam[:, None] != fam[None, :]) & torch.isin(
+        torch.arange(len(families)), torch.tensor(query_models)
+    )[:, None]
+    picked = correct[pair][:, query_classes]  # [pairs, query classes]
+    return float(picked.float().mean()) if picked.numel() else math.nan
+
+
+def validate(
+    extractor: CapabilityExtractor, bank: FeatureBank, val_models: list[int], n_train_classes: int
+) -> dict:
+    """Cross-family retrieval top-1 on held-apart models (training classes) and on held-apart classes
+    (all models), for the extractor and for the untrained raw-feature baseline. Gallery: every class."""
+    train_classes = list(range(n_train_classes))
+    val_classes = list(range(n_train_classes, len(bank.classes)))
+    everyone = list(range(len(bank.models)))
+    report = {}
+    for name, fps in (
+        ("extractor", half_fingerprints(extractor, bank)),
+        ("raw", half_fingerprints(extractor, bank, True)),
+    ):
+        report[f"{name}_val_models"] = cross_family_top1(fps, bank.families, val_models, train_classes)
+        report[f"{name}_val_classes"] = cross_family_top1(fps, bank.families, everyone, val_classes)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def fit(
+    extractor: CapabilityExtractor,
+    bank: FeatureBank,
+    train_models: list[int],
+    n_train_classes: int,
+    val_models: list[int],
+    config: TrainConfig,
+) -> list[float]:
+    """The training loop (under Accelerate); returns the loss of every step."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    sampler = ViewBatchSampler(bank, train_models, list(range(n_train_classes)), config)
+    loader = DataLoader(ViewDataset(bank), batch_sampler=sampler)
+    optimizer = torch.optim.AdamW(extractor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    model, optimizer, loader, scheduler = accelerator.prepare(extractor, optimizer, loader, scheduler)
+    losses: list[float] = []
+    postfix: dict[str, str] = {}
+    bar = tqdm(loader, total=config.steps, desc="extractor", disable=not config.progress)
+    for step, (feats, labels, accuracy) in enumerate(bar, start=1):
+        model.train()
+        z = model(feats)  # [B, fp_dim]
+        comp = competence_loss(accelerator.unwrap_model(model).competence(z), accuracy)
+        loss = supcon_loss(z, labels, config.temperature) + config.competence_weight * comp
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        postfix["loss"] = f"{sum(losses[-20:]) / len(losses[-20:]):.3f}"
+        if val_models and (step % config.val_every == 0 or step == config.steps):
+            report = validate(accelerator.unwrap_model(model), bank, val_models, n_train_classes)
+            postfix["val_top1"] = f"{report['extractor_val_models']:.2f}"
+            postfix["unseen_top1"] = f"{report['extractor_val_classes']:.2f}"
+        bar.set_postfix(postfix)
+    return losses
+
+
+def train_extractor(
+    config: TrainConfig | None = None, models: list[str] | None = None, output: str | Path | None = None
+) -> CapabilityExtractor:
+    """Train a Capability Extractor; ``models`` defaults to the zoo (non-held-out families) + real models.
+
+    Samples are (model, capability, random probe subset); the label is the capability. Never uses
+    held-out capabilities or model families. With ``output`` the result is saved there
+    (``save_pretrained``) with a ``training.json`` report. ``extractor.train_report`` holds the report.
+    """
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    train_classes, val_classes = training_classes(config)
+    bank = collect_features(_resolve(models, config), train_classes + val_classes, config)
+    val_models = hold_apart_models(bank)
+    train_models = [m for m in range(len(bank.models)) if m not in val_models]
+    extractor = CapabilityExtractor(config.extractor)
+    losses = fit(extractor, bank, train_models, len(train_classes), val_models, config)
+    extractor.eval()
+    report = {
+        "losses": [round(loss, 5) for loss in losses],
+        "models": [m.name for m in bank.models],
+        "val_models": [bank.models[m].name for m in val_models],
+        "train_classes": [c.name for c in train_classes],
+        "val_classes": [c.name for c in val_classes],
+        **validate(extractor, bank, val_models, len(train_classes)),
+    }
+    extractor.train_report = report
+    if output is not None:
+        extractor.save_pretrained(output, overwrite=True)
+        with atomic_path(Path(output) / "training.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return extractor

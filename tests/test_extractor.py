@@ -1,0 +1,267 @@
+"""Capability Extractor: processor shapes and invariances, network files, fingerprint(), training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from umaf.capabilities import get_capability
+from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
+from umaf.errors import UmafError
+from umaf.extractor import (
+    CapabilityExtractor,
+    ExtractorConfig,
+    anchor_texts,
+    fingerprint,
+    layer_plan,
+    model_features,
+    process,
+)
+from umaf.extractor import fingerprinting as fingerprinting_module
+from umaf.extractor import train as train_module
+from umaf.fingerprint import REQUIRED_META, Fingerprint
+from umaf.models import build_tiny
+
+SMALL = ExtractorConfig(depth_bins=4, n_anchors=16, d_model=32, n_layers=1, n_heads=2, ffn=64, head_hidden=64)
+
+
+def small_extractor(seed: int = 0) -> CapabilityExtractor:
+    torch.manual_seed(seed)
+    return CapabilityExtractor(SMALL).eval()
+
+
+# ------------------------------------------------------------------------------------------- processor
+
+
+def test_anchor_file_is_shipped_and_clean() -> None:
+    texts = anchor_texts()
+    assert len(texts) == 64 and len(set(texts)) == 64
+    held_out_probes = {t for name in HELD_OUT_CAPABILITIES for t in get_capability(name).probe_texts()}
+    assert not held_out_probes & set(texts)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 6, 30])
+@pytest.mark.parametrize("depth_bins", [1, 4, 8])
+def test_layer_plan(n_layers: int, depth_bins: int) -> None:
+    layers, weights = layer_plan(n_layers, depth_bins)
+    assert weights.shape == (depth_bins, len(layers))
+    assert torch.allclose(weights.sum(1), torch.ones(depth_bins))
+    assert layers == sorted(set(layers)) and layers[0] >= 0 and layers[-1] <= n_layers - 1
+    assert (weights > 0).any(0).all(), "only layers that some bin uses are captured"
+    if depth_bins > 1:
+        assert layers[0] == 0 and layers[-1] == n_layers - 1 and weights[-1, -1] == 1.0
+
+
+def test_processor_features_are_invariant_to_rotation_and_scale() -> None:
+    gen = torch.Generator().manual_seed(0)
+    probes, anchors = torch.randn(3, 10, 24, generator=gen), torch.randn(3, 16, 24, generator=gen)
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=gen))
+    _, weights = layer_plan(3, 4)
+    for norm in ("none", "l2"):
+        config = dataclasses.replace(SMALL, activation_norm=norm)
+        base = process(probes, anchors, weights, config)
+        moved = process(5.0 * probes @ q, 5.0 * anchors @ q, weights, config)
+        assert base.features.shape == (4, 10, 16) and base.layer_profile.shape == (4,)
+        assert torch.allclose(base.features, moved.features, atol=1e-4)
+        assert torch.allclose(base.layer_profile, moved.layer_profile, atol=1e-4)
+    zscored = process(probes, anchors, weights, SMALL).features
+    assert torch.allclose(zscored.mean(-1), torch.zeros(4, 10), atol=1e-5)
+
+
+def test_processor_rejects_mismatched_activations() -> None:
+    _, weights = layer_plan(2, 4)
+    with pytest.raises(UmafError, match="equal layers and width"):
+        process(torch.randn(2, 5, 8), torch.randn(2, 16, 9), weights, SMALL)
+
+
+def test_processor_output_shape_independent_of_width_and_depth(tiny_llama) -> None:
+    bigger = build_tiny("gpt2", "m", seed=1)  # 4 blocks of width 96 vs 2 blocks of width 32
+    texts = get_capability("reverse").probe_texts(n=6)
+    a = model_features(tiny_llama, texts, SMALL, progress=False)
+    b = model_features(bigger, texts, SMALL, progress=False)
+    assert tiny_llama.info.width != bigger.info.width and tiny_llama.info.n_layers != bigger.info.n_layers
+    assert a.features.shape == b.features.shape == (SMALL.depth_bins, 6, SMALL.n_anchors)
+    assert a.layer_profile.shape == b.layer_profile.shape == (SMALL.depth_bins,)
+    assert torch.isfinite(a.features).all() and (a.layer_profile >= 0).all()
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+def test_extractor_output_is_unit_and_probe_order_free() -> None:
+    extractor = small_extractor()
+    feats = torch.randn(3, SMALL.depth_bins, 7, SMALL.n_anchors)
+    out = extractor.encode(feats)
+    assert out.shape == (3, 512)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(extractor.encode(feats[:, :, torch.randperm(7)]), out, atol=1e-5)
+    assert torch.allclose(extractor.encode(feats[0]), out[0], atol=1e-5)
+    scores = extractor.competence(out)
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_padding_mask_matches_unpadded() -> None:
+    extractor = small_extractor()
+    feats = torch.randn(1, SMALL.depth_bins, 5, SMALL.n_anchors)
+    padded = torch.cat([feats, torch.zeros(1, SMALL.depth_bins, 3, SMALL.n_anchors)], dim=2)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    with torch.no_grad():
+        assert torch.allclose(extractor(padded, mask), extractor(feats), atol=1e-5)
+
+
+def test_extractor_rejects_features_of_another_shape() -> None:
+    with pytest.raises(UmafError, match="this extractor expects"):
+        small_extractor().encode(torch.randn(8, 5, 64))
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    extractor = small_extractor()
+    extractor.save_pretrained(tmp_path / "ext")
+    doc = json.loads((tmp_path / "ext" / "config.json").read_text())
+    assert doc["config"]["d_model"] == 32 and "umaf_version" in doc
+    back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
+    feats = torch.randn(2, SMALL.depth_bins, 6, SMALL.n_anchors)
+    assert torch.equal(back.encode(feats), extractor.encode(feats))
+    assert back.extractor_hash == extractor.extractor_hash
+    assert small_extractor(seed=1).extractor_hash != extractor.extractor_hash
+    with pytest.raises(UmafError, match="exists"):
+        extractor.save_pretrained(tmp_path / "ext")
+
+
+def test_from_pretrained_rejects_bad_folders(tmp_path: Path) -> None:
+    with pytest.raises(UmafError):
+        CapabilityExtractor.from_pretrained(tmp_path / "missing")
+    folder = small_extractor().save_pretrained(tmp_path / "ext")
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UmafError, match="not a safetensors file"):
+        CapabilityExtractor.from_pretrained(folder)
+    folder = small_extractor().save_pretrained(tmp_path / "ext2")
+    doc = json.loads((folder / "config.json").read_text())
+    doc["config"]["bogus"] = 1
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UmafError, match="unknown extractor config keys: bogus"):
+        CapabilityExtractor.from_pretrained(folder)
+    doc["config"].pop("bogus")
+    doc["config"]["d_model"] = 64
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UmafError, match="does not match"):
+        CapabilityExtractor.from_pretrained(folder)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(UmafError, match="activation_norm"):
+        ExtractorConfig(activation_norm="bogus")
+    with pytest.raises(UmafError, match="divisible"):
+        ExtractorConfig(d_model=30, n_heads=8)
+
+
+# ---------------------------------------------------------------------------------------- fingerprint()
+
+
+def test_fingerprint_end_to_end(tiny, tmp_path: Path) -> None:
+    extractor = small_extractor()
+    cap = get_capability("plural")
+    fp = fingerprint(tiny, cap, extractor, part=0, n_probes=8, progress=False)
+    assert fp.vector.shape == (512,) and abs(float(fp.vector.norm()) - 1) < 1e-4
+    assert fp.layer_profile.shape == (SMALL.depth_bins,)
+    assert set(REQUIRED_META) <= set(fp.meta)
+    assert fp.meta["capability"] == "plural" and fp.meta["family"] == tiny.info.family
+    assert fp.meta["extractor_hash"] == extractor.extractor_hash and fp.meta["n_probes"] == 8
+    assert 0 <= fp.meta["competence"] <= 1
+    back = Fingerprint.load(fp.save(tmp_path / "fp.safetensors"))
+    assert torch.equal(back.vector, fp.vector)
+    again = fingerprint(tiny, "plural", extractor, part=0, n_probes=8, progress=False)
+    assert torch.allclose(again.vector, fp.vector, atol=1e-6), "deterministic"
+
+
+def test_anchor_activations_are_cached_per_model(tiny_gpt2, monkeypatch: pytest.MonkeyPatch) -> None:
+    extractor = small_extractor()
+    fingerprint(tiny_gpt2, "reverse", extractor, n_probes=4, progress=False)
+    calls: list[int] = []
+    real = fingerprinting_module.capture_activations
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fingerprinting_module, "capture_activations", counting)
+    fingerprint(tiny_gpt2, "uppercase", extractor, n_probes=4, progress=False)
+    assert calls == [4], "only the probes are captured; anchors come from the cache"
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def test_check_trainable_refuses_held_out() -> None:
+    with pytest.raises(UmafError, match="held out"):
+        train_module.check_trainable([get_capability(HELD_OUT_CAPABILITIES[0])], [])
+    with pytest.raises(UmafError, match="held out"):
+        train_module.check_trainable([], [HELD_OUT_FAMILIES[0]])
+    config = train_module.TrainConfig(capabilities=(HELD_OUT_CAPABILITIES[0],))
+    with pytest.raises(UmafError, match="held out"):
+        train_module.training_classes(config)
+
+
+def test_supcon_loss_prefers_clustered_embeddings() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    clustered = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0.1], [0, 1], [0.1, 1]]), dim=-1)
+    mixed = clustered[[0, 2, 1, 3]]
+    assert train_module.supcon_loss(clustered, labels, 0.1) < train_module.supcon_loss(mixed, labels, 0.1)
+
+
+@pytest.fixture
+def fake_zoo(umaf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    """Untrained tiny gpt2 x2, llama and the held-out t5 saved as zoo models, with made-up accuracies."""
+    from umaf import zoo
+    from umaf.zoo import ZooEntry
+
+    entries = []
+    for i, (family, seed) in enumerate([("gpt2", 0), ("gpt2", 1), ("llama", 0), ("t5", 0)]):
+        name = f"fake-{family}-xs-{'ab'[seed]}"
+        path = umaf_cache / "zoo" / name
+        if not path.exists():
+            loaded = build_tiny(family, "xs", seed=seed)
+            loaded.model.save_pretrained(path)
+            loaded.tokenizer.save_pretrained(path)
+        accuracy = {"add": 0.1 * i, "reverse": 0.9 - 0.2 * i, "sentiment": 0.5}
+        entries.append(ZooEntry(name, family, "xs", ("add",), accuracy, path))
+    monkeypatch.setattr(zoo, "list_zoo", lambda quick=False: [] if quick else entries)
+    return entries
+
+
+def test_training_smoke_run(
+    fake_zoo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umaf_cache: Path
+) -> None:
+    seen_texts: list[str] = []
+    real = train_module.model_features
+
+    def spy(loaded, texts, config, **kwargs):
+        assert loaded.info.family not in HELD_OUT_FAMILIES
+        seen_texts.extend(texts)
+        return real(loaded, texts, config, **kwargs)
+
+    monkeypatch.setattr(train_module, "model_features", spy)
+    config = train_module.TrainConfig(
+        extractor=SMALL, real_models=(), capabilities=("add", "reverse", "sentiment", "plural"),
+        n_family_instances=1, n_val_instances=1, steps=20, classes_per_batch=6, views_per_class=3,
+        lr=3e-3, warmup=3, val_every=10, progress=False,
+    )  # fmt: skip
+    extractor = train_module.train_extractor(config, output=tmp_path / "ext")
+    report = extractor.train_report
+    assert report["models"] == ["zoo:fake-gpt2-xs-a", "zoo:fake-gpt2-xs-b", "zoo:fake-llama-xs-a"]
+    assert report["val_models"] == ["zoo:fake-gpt2-xs-b"]
+    losses = report["losses"]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    classes = report["train_classes"] + report["val_classes"]
+    assert not any(get_capability(c).held_out for c in classes)
+    held_out_texts = {t for name in HELD_OUT_CAPABILITIES for t in get_capability(name).probe_texts()}
+    assert seen_texts and not held_out_texts & set(seen_texts)
+    cached = {p.parent.name for p in (umaf_cache / "features").rglob("*.safetensors")}
+    assert not any("t5" in name for name in cached)
+    back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
+    assert back.extractor_hash == extractor.extractor_hash
+    assert json.loads((tmp_path / "ext" / "training.json").read_text())["val_models"] == report["val_models"]
