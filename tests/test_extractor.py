@@ -23,10 +23,12 @@ from umaf.extractor import (
 )
 from umaf.extractor import fingerprinting as fingerprinting_module
 from umaf.extractor import train as train_module
+from umaf.extractor.processor import prompt_of
 from umaf.fingerprint import REQUIRED_META, Fingerprint
 from umaf.models import build_tiny
 
 SMALL = ExtractorConfig(depth_bins=4, n_anchors=16, d_model=32, n_layers=1, n_heads=2, ffn=64, head_hidden=64)
+WIDTH = SMALL.n_channels * SMALL.n_anchors  # feature columns per depth bin: (text, delta) x anchors
 
 
 def small_extractor(seed: int = 0) -> CapabilityExtractor:
@@ -58,24 +60,34 @@ def test_layer_plan(n_layers: int, depth_bins: int) -> None:
 
 def test_processor_features_are_invariant_to_rotation_and_scale() -> None:
     gen = torch.Generator().manual_seed(0)
-    probes, anchors = torch.randn(3, 10, 24, generator=gen), torch.randn(3, 16, 24, generator=gen)
+    acts = [torch.randn(3, n, 24, generator=gen) for n in (10, 16, 10, 16)]  # probes, anchors, their prompts
     q, _ = torch.linalg.qr(torch.randn(24, 24, generator=gen))
     _, weights = layer_plan(3, 4)
     for norm in ("none", "l2"):
         config = dataclasses.replace(SMALL, activation_norm=norm)
-        base = process(probes, anchors, weights, config)
-        moved = process(5.0 * probes @ q, 5.0 * anchors @ q, weights, config)
-        assert base.features.shape == (4, 10, 16) and base.layer_profile.shape == (4,)
+        base = process(*acts[:2], weights, config, *acts[2:])
+        moved = process(*[5.0 * a @ q for a in acts[:2]], weights, config, *[5.0 * a @ q for a in acts[2:]])
+        assert base.features.shape == (4, 10, 2 * 16) and base.layer_profile.shape == (4,)
         assert torch.allclose(base.features, moved.features, atol=1e-4)
         assert torch.allclose(base.layer_profile, moved.layer_profile, atol=1e-4)
-    zscored = process(probes, anchors, weights, SMALL).features
+    plain = dataclasses.replace(SMALL, delta=False, anchor_norm=False)
+    zscored = process(*acts[:2], weights, plain).features
+    assert zscored.shape == (4, 10, 16)
     assert torch.allclose(zscored.mean(-1), torch.zeros(4, 10), atol=1e-5)
+    with pytest.raises(UmafError, match="prompt activations"):
+        process(*acts[:2], weights, SMALL)
+
+
+def test_prompt_of() -> None:
+    assert prompt_of("owl -> owls") == "owl ->"
+    assert prompt_of("a -> b -> c") == "a -> b ->"
+    assert prompt_of("The cat sat.") == "The cat"
 
 
 def test_processor_rejects_mismatched_activations() -> None:
     _, weights = layer_plan(2, 4)
     with pytest.raises(UmafError, match="equal layers and width"):
-        process(torch.randn(2, 5, 8), torch.randn(2, 16, 9), weights, SMALL)
+        process(torch.randn(2, 5, 8), torch.randn(2, 16, 9), weights, dataclasses.replace(SMALL, delta=False))
 
 
 def test_processor_output_shape_independent_of_width_and_depth(tiny_llama) -> None:
@@ -84,7 +96,7 @@ def test_processor_output_shape_independent_of_width_and_depth(tiny_llama) -> No
     a = model_features(tiny_llama, texts, SMALL, progress=False)
     b = model_features(bigger, texts, SMALL, progress=False)
     assert tiny_llama.info.width != bigger.info.width and tiny_llama.info.n_layers != bigger.info.n_layers
-    assert a.features.shape == b.features.shape == (SMALL.depth_bins, 6, SMALL.n_anchors)
+    assert a.features.shape == b.features.shape == (SMALL.depth_bins, 6, WIDTH)
     assert a.layer_profile.shape == b.layer_profile.shape == (SMALL.depth_bins,)
     assert torch.isfinite(a.features).all() and (a.layer_profile >= 0).all()
 
@@ -94,7 +106,7 @@ def test_processor_output_shape_independent_of_width_and_depth(tiny_llama) -> No
 
 def test_extractor_output_is_unit_and_probe_order_free() -> None:
     extractor = small_extractor()
-    feats = torch.randn(3, SMALL.depth_bins, 7, SMALL.n_anchors)
+    feats = torch.randn(3, SMALL.depth_bins, 7, WIDTH)
     out = extractor.encode(feats)
     assert out.shape == (3, 512)
     assert torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-5)
@@ -106,8 +118,8 @@ def test_extractor_output_is_unit_and_probe_order_free() -> None:
 
 def test_padding_mask_matches_unpadded() -> None:
     extractor = small_extractor()
-    feats = torch.randn(1, SMALL.depth_bins, 5, SMALL.n_anchors)
-    padded = torch.cat([feats, torch.zeros(1, SMALL.depth_bins, 3, SMALL.n_anchors)], dim=2)
+    feats = torch.randn(1, SMALL.depth_bins, 5, WIDTH)
+    padded = torch.cat([feats, torch.zeros(1, SMALL.depth_bins, 3, WIDTH)], dim=2)
     mask = torch.tensor([[True] * 5 + [False] * 3])
     with torch.no_grad():
         assert torch.allclose(extractor(padded, mask), extractor(feats), atol=1e-5)
@@ -124,7 +136,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "ext" / "config.json").read_text())
     assert doc["config"]["d_model"] == 32 and "umaf_version" in doc
     back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
-    feats = torch.randn(2, SMALL.depth_bins, 6, SMALL.n_anchors)
+    feats = torch.randn(2, SMALL.depth_bins, 6, WIDTH)
     assert torch.equal(back.encode(feats), extractor.encode(feats))
     assert back.extractor_hash == extractor.extractor_hash
     assert small_extractor(seed=1).extractor_hash != extractor.extractor_hash
@@ -190,7 +202,7 @@ def test_anchor_activations_are_cached_per_model(tiny_gpt2, monkeypatch: pytest.
 
     monkeypatch.setattr(fingerprinting_module, "capture_activations", counting)
     fingerprint(tiny_gpt2, "uppercase", extractor, n_probes=4, progress=False)
-    assert calls == [4], "only the probes are captured; anchors come from the cache"
+    assert calls == [8], "only the probes (and their prompts) are captured; anchors come from the cache"
 
 
 # -------------------------------------------------------------------------------------------- training

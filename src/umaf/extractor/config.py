@@ -43,6 +43,14 @@ class ExtractorConfig:
         default=True,
         metadata={"help": "Subtract the anchors' mean activation (per layer) before the cosine."},
     )
+    anchor_norm: bool = field(
+        default=True,
+        metadata={"help": "Standardise each anchor's similarities by the other anchors' similarities to it."},
+    )
+    delta: bool = field(
+        default=True,
+        metadata={"help": "Add a channel for (text - prompt) activation differences: what the answer adds."},
+    )
     profile_norm: str = field(
         default="zscore",
         metadata={"help": "Normalisation of each probe's anchor-similarity profile: none or zscore."},
@@ -76,6 +84,16 @@ class ExtractorConfig:
         if self.d_model % self.n_heads:
             raise UmafError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
+    @property
+    def n_channels(self) -> int:
+        """Feature channels per anchor: the text itself, plus the answer's delta when ``delta`` is on."""
+        return 2 if self.delta else 1
+
+    @property
+    def token_dim(self) -> int:
+        """Width of one probe token: ``depth_bins * n_channels * n_anchors``."""
+        return self.depth_bins * self.n_channels * self.n_anchors
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -97,6 +115,8 @@ class ExtractorConfig:
             "max_length",
             "activation_norm",
             "centre",
+            "anchor_norm",
+            "delta",
             "profile_norm",
         )
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)

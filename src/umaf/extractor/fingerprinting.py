@@ -14,7 +14,7 @@ from umaf.capture import capture_activations
 from umaf.config import cache_dir
 from umaf.extractor.config import ExtractorConfig
 from umaf.extractor.model import CapabilityExtractor
-from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, process
+from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, process, prompt_of
 from umaf.fingerprint import Fingerprint
 from umaf.models import LoadedModel
 
@@ -30,18 +30,27 @@ def default_extractor_dir() -> Path:
     return cache_dir() / "extractor" / "default"
 
 
+def _capture(
+    loaded: LoadedModel, texts: list[str], layers: list[int], config: ExtractorConfig, **kwargs
+) -> Tensor:
+    """``[channels, layers, texts, width]``: activations of ``texts`` and (``config.delta``) their prompts."""
+    batch = texts + [prompt_of(t) for t in texts] if config.delta else texts
+    acts = capture_activations(
+        loaded.model, loaded.tokenizer, batch, layers=layers, pooling=config.pooling,
+        max_length=config.max_length, **kwargs,
+    )  # fmt: skip
+    return acts.view(acts.shape[0], config.n_channels, len(texts), acts.shape[-1]).transpose(0, 1)
+
+
 def anchor_activations(
     loaded: LoadedModel, layers: list[int], config: ExtractorConfig, batch_size: int = 16
 ) -> Tensor:
-    """Anchor activations at ``layers``, ``[len(layers), anchors, width]``, cached in memory per model."""
+    """Anchor activations ``[channels, len(layers), anchors, width]`` (text, prompt), cached per model."""
     texts = anchor_texts(config.n_anchors)
-    key = (tuple(layers), tuple(texts), config.pooling, config.max_length)
+    key = (tuple(layers), tuple(texts), config.pooling, config.max_length, config.delta)
     per_model = _ANCHOR_CACHE.setdefault(loaded.model, {})
     if key not in per_model:
-        per_model[key] = capture_activations(
-            loaded.model, loaded.tokenizer, texts, layers=layers, pooling=config.pooling,
-            batch_size=batch_size, max_length=config.max_length, progress=False,
-        )  # fmt: skip
+        per_model[key] = _capture(loaded, texts, layers, config, batch_size=batch_size, progress=False)
     return per_model[key]
 
 
@@ -55,12 +64,10 @@ def model_features(
 ) -> ProcessedFeatures:
     """Capture ``texts`` (only the blocks the depth bins need) and process them against the anchors."""
     layers, weights = layer_plan(loaded.info.n_layers, config.depth_bins)
-    probe_acts = capture_activations(
-        loaded.model, loaded.tokenizer, texts, layers=layers, pooling=config.pooling,
-        batch_size=batch_size, max_length=config.max_length, progress=progress,
-    )  # [captured, probes, width]  # fmt: skip
-    anchor_acts = anchor_activations(loaded, layers, config, batch_size)  # [captured, anchors, width]
-    return process(probe_acts, anchor_acts, weights, config)
+    probes = _capture(loaded, texts, layers, config, batch_size=batch_size, progress=progress)
+    anchors = anchor_activations(loaded, layers, config, batch_size)  # [channels, layers, anchors, width]
+    prompts = (probes[1], anchors[1]) if config.delta else (None, None)
+    return process(probes[0], anchors[0], weights, config, *prompts)
 
 
 def fingerprint(

@@ -1,9 +1,10 @@
 """The Capability Extractor network: processed features of a probe set -> one 512-D unit fingerprint.
 
-Each probe is one token (its ``[depth_bins * anchors]`` relative features, linearly embedded); a learned
-CLS token joins them; a pre-norm transformer encoder mixes them (no positional encoding: a probe set is
-a set, so the fingerprint does not depend on probe order); a 2-layer MLP on the CLS output gives the
-fingerprint, L2-normalised. A linear competence head maps a fingerprint to a score in [0, 1].
+Each probe is one token (its ``[depth_bins * channels * anchors]`` relative features, linearly
+embedded); a learned CLS token joins them; a pre-norm transformer encoder mixes them (no positional
+encoding: a probe set is a set, so the fingerprint does not depend on probe order); a 2-layer MLP on the
+CLS output gives the fingerprint, L2-normalised. A linear competence head maps a fingerprint to a score
+in [0, 1].
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ class CapabilityExtractor(nn.Module):
     def __init__(self, config: ExtractorConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ExtractorConfig()
-        in_dim = config.depth_bins * config.n_anchors
-        self.embed = nn.Linear(in_dim, config.d_model)
+        self.embed = nn.Linear(config.token_dim, config.d_model)
         self.cls = nn.Parameter(torch.randn(1, 1, config.d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
             config.d_model, config.n_heads, config.ffn, config.dropout,
@@ -52,15 +52,15 @@ class CapabilityExtractor(nn.Module):
         self.competence_head = nn.Linear(config.fp_dim, 1)
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``features [B, depth_bins, probes, anchors]`` -> unit fingerprints ``[B, fp_dim]``.
+        """``features [B, depth_bins, probes, channels * anchors]`` -> unit fingerprints ``[B, fp_dim]``.
 
         ``mask [B, probes]`` (True = real probe) lets probe sets of different sizes share a batch.
         """
-        b, bins, p, a = features.shape
-        if (bins, a) != (self.config.depth_bins, self.config.n_anchors):
+        b, bins, p, a = features.shape  # a = channels * anchors
+        if bins * a != self.config.token_dim:
             raise UmafError(
-                f"features have {bins} depth bins x {a} anchors; this extractor expects "
-                f"{self.config.depth_bins} x {self.config.n_anchors}"
+                f"features have {bins} depth bins x {a} anchor features; this extractor expects "
+                f"{self.config.depth_bins} x {self.config.n_channels * self.config.n_anchors}"
             )
         tokens = self.embed(features.permute(0, 2, 1, 3).reshape(b, p, bins * a))  # [B, P, d_model]
         x = torch.cat([self.cls.expand(b, 1, -1), tokens], dim=1)  # [B, 1 + P, d_model]

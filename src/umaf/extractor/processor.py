@@ -7,8 +7,14 @@ and the same layer. Depth is made model-independent by resampling the layers to 
 relative depths (linear interpolation between the two nearest blocks, so only those blocks are captured).
 
 Per layer, before the cosine, each pooled activation is optionally L2- or layer-normalised and then
-centred on the anchors' mean; after resampling, each probe's anchor profile is optionally z-scored.
-Output: features ``[depth_bins, probes, anchors]``.
+centred on the anchors' mean; each anchor's column is optionally standardised by how similar the other
+anchors are to it (this removes "hub" anchors, which differ from model to model); after resampling, each
+probe's anchor profile is optionally z-scored. A second channel (``delta``) repeats all this on the
+difference between the activation of the full text and of its prompt (``"owl -> owls"`` minus
+``"owl ->"``): what the answer adds, i.e. the transformation the capability performs, with less of the
+input words' content. Measured on the quick zoo + MiniLM without any training, this channel lifted
+same-model half-split retrieval among 32 capabilities from 0.56-0.78 to 0.72-0.94.
+Output: features ``[depth_bins, probes, channels * anchors]``.
 
 The ``layer_profile [depth_bins]`` that comes with the features is the capability's *separation* from
 generic text at each depth: the distance between the probe centroid and the anchor centroid, in units of
@@ -77,6 +83,15 @@ def layer_plan(n_layers: int, depth_bins: int) -> tuple[list[int], Tensor]:
     return layers, weights
 
 
+def prompt_of(text: str) -> str:
+    """The prompt part of a full example text (``"owl -> owls"`` -> ``"owl ->"``); a text without an arrow
+    loses its last word. The difference of the two activations is what the answer adds."""
+    if " -> " in text:
+        return text.rsplit(" -> ", 1)[0] + " ->"
+    head = text.rsplit(" ", 1)[0]
+    return head if head != text else text[: max(1, len(text) // 2)]
+
+
 def _normalise(acts: Tensor, how: str) -> Tensor:
     """Per-text normalisation of ``acts [..., width]``."""
     if how == "l2":
@@ -88,26 +103,40 @@ def _normalise(acts: Tensor, how: str) -> Tensor:
 
 @dataclass
 class ProcessedFeatures:
-    """What the processor hands the network: ``features [depth_bins, probes, anchors]`` and, for plots,
-    ``layer_profile [depth_bins]`` (separation from generic text; see the module docstring)."""
+    """What the processor hands the network: ``features [depth_bins, probes, channels * anchors]`` and, for
+    plots, ``layer_profile [depth_bins]`` (separation from generic text; see the module docstring)."""
 
     features: Tensor
     layer_profile: Tensor
 
 
-def relative_features(
-    probe_acts: Tensor, anchor_acts: Tensor, config: ExtractorConfig
-) -> tuple[Tensor, Tensor]:
-    """Per captured layer: cosines ``[layers, probes, anchors]`` and separation ``[layers]``.
-
-    ``probe_acts [layers, probes, width]`` and ``anchor_acts [layers, anchors, width]`` come from the same
-    model and the same layers.
-    """
+def _check_pair(probe_acts: Tensor, anchor_acts: Tensor) -> None:
     if probe_acts.dim() != 3 or anchor_acts.dim() != 3 or probe_acts.shape[::2] != anchor_acts.shape[::2]:
         raise UmafError(
             f"probe activations {tuple(probe_acts.shape)} and anchor activations {tuple(anchor_acts.shape)} "
             "must be [layers, texts, width] with equal layers and width"
         )
+
+
+def _standardise_columns(cos: Tensor, anchors: Tensor) -> Tensor:
+    """Express similarity to anchor ``a`` relative to how similar the *other anchors* are to ``a``: removes
+    the model-specific "hub" anchors that are close to every text (no trained weights; per model)."""
+    between = anchors @ anchors.transpose(1, 2)  # [L, A, A]
+    off = ~torch.eye(between.shape[-1], dtype=torch.bool, device=between.device)
+    others = between[:, off].view(between.shape[0], between.shape[1], -1)  # [L, A, A-1]; row a = others vs a
+    mean, std = others.mean(-1), others.std(-1)  # [L, A] (symmetric, so rows equal columns)
+    return (cos - mean[:, None]) / std[:, None].clamp_min(_EPS)
+
+
+def relative_features(
+    probe_acts: Tensor, anchor_acts: Tensor, config: ExtractorConfig
+) -> tuple[Tensor, Tensor]:
+    """Per captured layer: relative features ``[layers, probes, anchors]`` and separation ``[layers]``.
+
+    ``probe_acts [layers, probes, width]`` and ``anchor_acts [layers, anchors, width]`` come from the same
+    model and the same layers.
+    """
+    _check_pair(probe_acts, anchor_acts)
     probes = _normalise(probe_acts.double(), config.activation_norm)  # [L, P, W]
     anchors = _normalise(anchor_acts.double(), config.activation_norm)  # [L, A, W]
     centroid = anchors.mean(dim=1, keepdim=True)  # [L, 1, W]
@@ -115,22 +144,49 @@ def relative_features(
     separation = (probes.mean(dim=1) - centroid[:, 0]).norm(dim=-1) / spread.clamp_min(_EPS)  # [L]
     if config.centre:
         probes, anchors = probes - centroid, anchors - centroid
-    cos = F.normalize(probes, dim=-1, eps=_EPS) @ F.normalize(anchors, dim=-1, eps=_EPS).transpose(
-        1, 2
-    )  # [L, P, A]
+    probes, anchors = F.normalize(probes, dim=-1, eps=_EPS), F.normalize(anchors, dim=-1, eps=_EPS)
+    cos = probes @ anchors.transpose(1, 2)  # [L, P, A]
+    if config.anchor_norm:
+        cos = _standardise_columns(cos, anchors)
     return cos.float(), separation.float()
 
 
-def process(
-    probe_acts: Tensor, anchor_acts: Tensor, weights: Tensor, config: ExtractorConfig
-) -> ProcessedFeatures:
-    """Full processor: relative features, resampled to depth bins (``weights`` from :func:`layer_plan`)."""
-    cos, separation = relative_features(probe_acts, anchor_acts, config)  # [L, P, A], [L]
+def _resample(cos: Tensor, weights: Tensor, config: ExtractorConfig) -> Tensor:
+    """``[layers, P, A]`` -> ``[depth_bins, P, A]``, then the per-probe profile normalisation."""
     features = torch.einsum("kl,lpa->kpa", weights, cos)  # [depth_bins, P, A]
     if config.profile_norm == "zscore":
         mean = features.mean(dim=-1, keepdim=True)
         std = features.std(dim=-1, keepdim=True)
         features = (features - mean) / std.clamp_min(_EPS)
+    return features
+
+
+def process(
+    probe_acts: Tensor,
+    anchor_acts: Tensor,
+    weights: Tensor,
+    config: ExtractorConfig,
+    probe_prompt_acts: Tensor | None = None,
+    anchor_prompt_acts: Tensor | None = None,
+) -> ProcessedFeatures:
+    """Full processor: relative features resampled to depth bins (``weights`` from :func:`layer_plan`).
+
+    With ``config.delta`` the prompt activations (same layers, texts cut by :func:`prompt_of`) add a second
+    channel: the same relative features of ``text - prompt`` differences, i.e. of what the answer adds.
+    Output ``features [depth_bins, probes, channels * anchors]``, channel by channel.
+    """
+    cos, separation = relative_features(probe_acts, anchor_acts, config)  # [L, P, A], [L]
+    channels = [_resample(cos, weights, config)]
+    if config.delta:
+        if probe_prompt_acts is None or anchor_prompt_acts is None:
+            raise UmafError("this extractor's processor needs the prompt activations (delta channel)")
+        if probe_prompt_acts.shape != probe_acts.shape or anchor_prompt_acts.shape != anchor_acts.shape:
+            raise UmafError("prompt activations must have the shapes of the text activations")
+        norm = config.activation_norm
+        delta_p = _normalise(probe_acts.double(), norm) - _normalise(probe_prompt_acts.double(), norm)
+        delta_a = _normalise(anchor_acts.double(), norm) - _normalise(anchor_prompt_acts.double(), norm)
+        channels.append(_resample(relative_features(delta_p, delta_a, config)[0], weights, config))
+    features = torch.cat(channels, dim=-1)  # [depth_bins, P, channels * A]
     if not torch.isfinite(features).all():
         raise UmafError("processed features contain NaN or infinite values (degenerate activations?)")
     return ProcessedFeatures(features.contiguous(), (weights @ separation).contiguous())

@@ -40,6 +40,7 @@ from umaf.extractor.fingerprinting import model_features
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
 from umaf.io import atomic_path
+from umaf.models import LoadedModel
 
 REAL_MODELS: tuple[str, ...] = ("minilm", "smollm2")
 
@@ -56,6 +57,10 @@ class TrainConfig:
     )
     capabilities: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Only these training capabilities (default: all of them)."}
+    )
+    random_tiny: int = field(
+        default=0,
+        metadata={"help": "Randomly initialised tiny models per non-held-out family (augmentation)."},
     )
     n_family_instances: int = field(
         default=4, metadata={"help": "Instances per parametric family used as extra contrastive classes."}
@@ -114,11 +119,37 @@ def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capabi
 
 @dataclass(frozen=True)
 class TrainModel:
-    """A model to read features from: its load name, family, and zoo accuracy (None for real models)."""
+    """A model to read features from: its name (for :func:`load_model`), family, and zoo accuracy (None
+    for real and random models). ``group``: views are drawn uniformly over groups (default: the name)."""
 
     name: str
     family: str
     accuracy: dict[str, float] | None = None
+    group: str = ""
+
+
+def load_model(name: str) -> LoadedModel:
+    """:func:`umaf.models.load`, plus ``tiny:<family>-<size>-<seed>`` for a randomly initialised tiny model
+    (cheap extra architectures: the extractor sees more ways one text can be represented)."""
+    from umaf.models import build_tiny, load
+
+    if name.startswith("tiny:"):
+        family, size, seed = name[len("tiny:") :].rsplit("-", 2)
+        return build_tiny(family, size, seed=int(seed))
+    return load(name)
+
+
+def random_tiny_models(n_per_family: int) -> list[TrainModel]:
+    """``n_per_family`` random tiny models of every non-held-out tiny family, cycling through the sizes."""
+    from umaf.models import TINY_FAMILIES, TINY_SIZES
+
+    sizes = list(TINY_SIZES)
+    return [
+        TrainModel(f"tiny:{family}-{sizes[i % len(sizes)]}-{1000 + i}", family, None, f"tiny-{family}")
+        for family in TINY_FAMILIES
+        if family not in HELD_OUT_FAMILIES
+        for i in range(n_per_family)
+    ]
 
 
 def training_models(config: TrainConfig) -> list[TrainModel]:
@@ -127,11 +158,12 @@ def training_models(config: TrainConfig) -> list[TrainModel]:
 
     entries = list_zoo() or list_zoo(quick=True)
     models = [
-        TrainModel(e.model_id, e.family, dict(e.accuracy))
+        TrainModel(e.model_id, e.family, dict(e.accuracy), e.family)
         for e in entries
         if e.family not in HELD_OUT_FAMILIES
     ]
-    return models + [TrainModel(name, "?") for name in config.real_models]
+    real = [TrainModel(name, "?", None, name) for name in config.real_models]
+    return models + real + random_tiny_models(config.random_tiny)
 
 
 def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
@@ -141,7 +173,9 @@ def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
 
     zoo = {e.model_id: e for e in list_zoo() + list_zoo(quick=True)}
     return [
-        TrainModel(m, zoo[m].family, dict(zoo[m].accuracy)) if m in zoo else TrainModel(m, "?")
+        TrainModel(m, zoo[m].family, dict(zoo[m].accuracy), zoo[m].family)
+        if m in zoo
+        else TrainModel(m, "?", None, m)
         for m in models
     ]
 
@@ -208,14 +242,12 @@ def model_class_features(
     Cached under ``cache_dir()/features/<model>/<capability>.safetensors``; only missing entries are
     captured (the model is loaded only then), so an interrupted run resumes.
     """
-    from umaf.models import load
-
     key = feature_key(config.extractor)
     found = [_cached(_feature_file(model.name, c.name), key, c.probe_hash()) for c in classes]
     missing = [i for i, f in enumerate(found) if f is None]
     families = {f[1] for f in found if f is not None}
     if missing:
-        loaded = load(model.name)
+        loaded = load_model(model.name)
         families = {loaded.info.family}
         check_trainable([], list(families))
         texts = [probe_texts_in_bank_order(classes[i]) for i in missing]
@@ -246,7 +278,7 @@ def collect_features(models: list[TrainModel], classes: list[Capability], config
         bar.set_postfix_str(model.name)
         family, feats = model_class_features(model, classes, config)
         check_trainable([], [family])
-        resolved.append(TrainModel(model.name, family, model.accuracy))
+        resolved.append(TrainModel(model.name, family, model.accuracy, model.group or model.name))
         features.append(feats)
     halves = [len(c.probe_texts(part=0)) for c in classes]
     return FeatureBank(resolved, classes, features, halves)
@@ -291,7 +323,7 @@ class ViewBatchSampler:
         groups: dict[str, list[int]] = {}
         for m in models:
             model = bank.models[m]
-            groups.setdefault(model.family if model.accuracy is not None else model.name, []).append(m)
+            groups.setdefault(model.group or model.name, []).append(m)
         self.groups = [groups[g] for g in sorted(groups)]
 
     def __len__(self) -> int:
@@ -363,18 +395,19 @@ def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bo
 
 
 def cross_family_top1(
-    fps: Tensor, families: list[str], query_models: list[int], query_classes: list[int]
+    fps: Tensor, families: list[str], queries: list[int], gallery: list[int], classes: list[int]
 ) -> float:
-    """Top-1 retrieval, query = half 0 of (model m, class c), gallery = half 1 of every class from one model
-    m' of another family; averaged over all such (m, m', c). NaN when there is no such pair."""
+    """Top-1 retrieval: query = half 0 of (model m in ``queries``, class c in ``classes``), gallery = half 1
+    of every class from one model m' in ``gallery`` of another family; averaged over all (m, m', c).
+    ``fps [models, classes, 2, D]``. NaN when there is no such pair."""
     sims = torch.einsum("mcd,nkd->mnck", fps[:, :, 0], fps[:, :, 1])  # [M, M, C, C]
     correct = sims.argmax(-1) == torch.arange(fps.shape[1])  # [M, M, C]
     ids = {f: i for i, f in enumerate(sorted(set(families)))}
     fam = torch.tensor([ids[f] for f in families])
-    pair = (fam[:, None] != fam[None, :]) & torch.isin(
-        torch.arange(len(families)), torch.tensor(query_models)
-    )[:, None]
-    picked = correct[pair][:, query_classes]  # [pairs, query classes]
+    index = torch.arange(len(families))
+    pair = fam[:, None] != fam[None, :]
+    pair &= torch.isin(index, torch.tensor(queries))[:, None] & torch.isin(index, torch.tensor(gallery))[None]
+    picked = correct[pair][:, classes]  # [pairs, query classes]
     return float(picked.float().mean()) if picked.numel() else math.nan
 
 
@@ -382,17 +415,18 @@ def validate(
     extractor: CapabilityExtractor, bank: FeatureBank, val_models: list[int], n_train_classes: int
 ) -> dict:
     """Cross-family retrieval top-1 on held-apart models (training classes) and on held-apart classes
-    (all models), for the extractor and for the untrained raw-feature baseline. Gallery: every class."""
+    (all models), for the extractor and for the untrained raw-feature baseline (probe-mean features).
+    Gallery: every class, from zoo and real models (random tiny models are left out of evaluation)."""
     train_classes = list(range(n_train_classes))
     val_classes = list(range(n_train_classes, len(bank.classes)))
-    everyone = list(range(len(bank.models)))
+    known = [m for m, model in enumerate(bank.models) if not model.name.startswith("tiny:")]
     report = {}
     for name, fps in (
         ("extractor", half_fingerprints(extractor, bank)),
         ("raw", half_fingerprints(extractor, bank, True)),
     ):
-        report[f"{name}_val_models"] = cross_family_top1(fps, bank.families, val_models, train_classes)
-        report[f"{name}_val_classes"] = cross_family_top1(fps, bank.families, everyone, val_classes)
+        report[f"{name}_val_models"] = cross_family_top1(fps, bank.families, val_models, known, train_classes)
+        report[f"{name}_val_classes"] = cross_family_top1(fps, bank.families, known, known, val_classes)
     return report
 
 
