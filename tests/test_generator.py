@@ -412,3 +412,26 @@ def test_training_without_a_library_is_a_umaf_error(small_extractor, tmp_path: P
             val_sources=[],
         )
     assert not (tmp_path / "gen").exists()
+
+
+def test_relative_errors_match_the_dense_computation() -> None:
+    from umaf.generator.data import LibraryTargets
+    from umaf.generator.train import relative_errors
+
+    gen = torch.Generator().manual_seed(5)
+    ta, tb = (
+        torch.randn(3, 2, 4, 10, generator=gen),
+        torch.randn(3, 2, 12, 4, generator=gen),
+    )  # 2 capabilities + null
+    ta[2], tb[2] = 0, 0
+    sq = (tb @ ta).square().sum((-1, -2))  # [3, 2]
+    lib = LibraryTargets(["reverse", "add"], 2, {"q_proj": (ta, tb)}, {"q_proj": sq}, {})
+    a, b = (
+        torch.randn(3, 2, 6, 10, generator=gen),
+        torch.randn(3, 2, 12, 6, generator=gen),
+    )  # predictions, g = 6
+    labels = torch.tensor([0, 1, 2])
+    errors = relative_errors({"q_proj": (a, b)}, lib, labels)  # [3, 2]
+    dense = (b @ a - tb[labels] @ ta[labels]).square().sum((-1, -2))
+    expected = dense / torch.stack([sq[0], sq[1], sq[:2].mean(0)])
+    assert torch.allclose(errors, expected, rtol=1e-4)

@@ -8,6 +8,7 @@ end to end through the frozen target.
 from umaf.generator.config import GeneratorConfig, generator_dir, target_slug
 from umaf.generator.generate import default_generator, generate_adapter, refactor, svd_factors
 from umaf.generator.model import AdapterGenerator, ModuleSpec, target_module_specs
+from umaf.generator.train import train_generator
 
 __all__ = [
     "AdapterGenerator",
@@ -20,4 +21,5 @@ __all__ = [
     "svd_factors",
     "target_module_specs",
     "target_slug",
+    "train_generator",
 ]

@@ -89,6 +89,10 @@ class GeneratorConfig:
             "family and one training-family model)."
         },
     )
+    min_gain: float = field(
+        default=0.0,
+        metadata={"help": "Leave out oracles whose eval gain over the base model is below this."},
+    )
     # --- optional end-to-end phase through the frozen target ---
     e2e_steps: int = field(
         default=0, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off)."}

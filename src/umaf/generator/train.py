@@ -380,7 +380,7 @@ def setup(
 
         extractor = default_extractor()
     specs = target_module_specs(loaded.model, config.target_modules)
-    lib = library_targets(name, specs)
+    lib = library_targets(name, specs, config.min_gain)
     train_src, val_src = _resolve_sources(name, config, sources, val_sources)
     cache = output / FINGERPRINT_CACHE
     collect_fingerprints(train_src, lib.names, extractor, cache, config.progress, training=True)
