@@ -1,0 +1,596 @@
+"""Oracle LoRAs: plain PEFT adapters trained on one capability's train split of one target model.
+
+An oracle is what a generated adapter is measured against (how much of its gain over the base model
+a generated adapter recovers) and the training library of the adapter generator (which learns to
+reconstruct ``ΔW = scale · B @ A`` of every oracle). Oracles are cached one folder per (target,
+capability) under ``cache_dir()/oracles/<target-slug>/<capability-slug>/``::
+
+    adapter_config.json          # PEFT, loads with PeftModel.from_pretrained
+    adapter_model.safetensors    # PEFT LoRA factors
+    oracle.json                  # config, base and oracle eval accuracy, train seconds, umaf version
+
+Training reuses the zoo's one encoding of examples (:mod:`umaf.zoo.batches`: loss on the answer
+tokens only) with the plain prompt ``"<input> ->"``; the adapter itself says which task is meant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+import umaf
+from umaf.capabilities import Capability, get_capability
+from umaf.config import cache_dir
+from umaf.errors import UmafError
+from umaf.io import atomic_path, check_writable
+from umaf.models import LoadedModel, load
+from umaf.zoo.batches import Encoded, collate, encode_example, pad_id
+
+#: Metadata file written next to the PEFT files of every oracle.
+ORACLE_FILE = "oracle.json"
+#: The two files that make a plain PEFT LoRA directory.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: Models with fewer parameters than this get the tiny-model defaults of :func:`default_config`.
+TINY_PARAMS = 20_000_000
+#: Model kinds an oracle can be trained on (they must generate their answers).
+GENERATIVE_KINDS = ("decoder", "encoder-decoder")
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """How an oracle LoRA is trained (AdamW on the LoRA factors only; warm-up then cosine decay)."""
+
+    rank: int = 8
+    """LoRA rank r of every adapted module."""
+    alpha: float = 16.0
+    """LoRA alpha; the update is scaled by alpha / r."""
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    """Names (last dotted part) of the linear modules that get a LoRA, e.g. q_proj, v_proj, o_proj."""
+    steps: int = 300
+    """Optimiser steps."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    batch_size: int = 16
+    """Examples per step (the train split is walked in shuffled epochs)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the LoRA factors."""
+    warmup: float = 0.05
+    """Fraction of the steps spent warming the learning rate up from zero."""
+    min_lr_ratio: float = 0.1
+    """The cosine decay ends at ``lr * min_lr_ratio``."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    max_length: int = 64
+    """Longest training sequence in tokens (longer examples lose the start of their prompt)."""
+    dtype: str = "float32"
+    """Dtype of the frozen base weights while training (bfloat16 halves the CPU time of big targets)."""
+    seed: int = 0
+    """Seed of the LoRA initialisation and of the example order."""
+    eval_examples: int | None = None
+    """Eval-split examples behind the accuracies recorded in oracle.json (None: all of them)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        positive = {"rank": self.rank, "alpha": self.alpha, "steps": self.steps, "lr": self.lr,
+                    "batch_size": self.batch_size, "max_length": self.max_length}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UmafError(f"oracle config: {name} must be positive, got {value}")
+        if self.eval_examples is not None and self.eval_examples < 1:
+            raise UmafError(f"oracle config: eval_examples must be at least 1, got {self.eval_examples}")
+        if not self.target_modules:
+            raise UmafError("oracle config: target_modules must name at least one module")
+        if not 0 <= self.dropout < 1 or not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise UmafError("oracle config: dropout and warmup must lie in [0, 1), min_lr_ratio in [0, 1]")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise UmafError(f"oracle config: unknown dtype {self.dtype!r}; use float32, bfloat16 or float16")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (``target_modules`` as a list)."""
+        data = asdict(self)
+        data["target_modules"] = list(self.target_modules)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OracleConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a :class:`UmafError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UmafError(f"oracle config: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+def default_config(info: Any) -> OracleConfig:
+    """Defaults measured to make oracles learn on the tiny zoo models and on SmolLM2-135M (CPU, float32).
+
+    ``info`` is a :class:`umaf.models.ModelInfo` (only ``n_params`` is read).
+    """
+    if info.n_params < TINY_PARAMS:
+        return OracleConfig(steps=400, lr=5e-3, batch_size=32)
+    return OracleConfig(steps=100, lr=2e-3, batch_size=16, max_length=48)
+
+
+@dataclass(frozen=True)
+class OracleEntry:
+    """One oracle of a target's library, as recorded in its ``oracle.json``."""
+
+    capability: str
+    path: Path
+    base_accuracy: float
+    oracle_accuracy: float
+    train_seconds: float
+    held_out: bool = False
+    meta: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def gain(self) -> float:
+        """Oracle accuracy minus base accuracy on the eval split."""
+        return self.oracle_accuracy - self.base_accuracy
+
+    @property
+    def config(self) -> OracleConfig:
+        """The config the oracle was trained with."""
+        return OracleConfig.from_dict(self.meta["config"])
+
+    @classmethod
+    def from_dir(cls, path: Path) -> OracleEntry:
+        """Read ``path/oracle.json`` (UmafError if missing or unreadable)."""
+        meta = read_oracle_meta(path)
+        if meta is None:
+            raise UmafError(f"{path} is not an oracle LoRA folder (no readable {ORACLE_FILE})")
+        return cls(capability=meta["capability"], path=path, base_accuracy=meta["base_accuracy"],
+                   oracle_accuracy=meta["oracle_accuracy"], train_seconds=meta["train_seconds"],
+                   held_out=meta.get("held_out", False), meta=meta)
+
+
+# ----------------------------------------------------------------------------------------- locations
+
+
+def slug(name: str) -> str:
+    """A folder name for a model or capability name (``zoo:llama-m-a`` -> ``zoo-llama-m-a``)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
+    return text or "unnamed"
+
+
+def library_dir(target: str) -> Path:
+    """Folder of the oracle library of ``target`` (one subfolder per capability)."""
+    return cache_dir() / "oracles" / slug(target)
+
+
+def oracle_dir(target: str, capability: str) -> Path:
+    """Default (cache) folder of the oracle of ``capability`` on ``target``."""
+    return library_dir(target) / slug(capability)
+
+
+def read_oracle_meta(path: Path) -> dict | None:
+    """Contents of ``path/oracle.json`` if it is there, complete and readable, else None."""
+    try:
+        meta = json.loads((Path(path) / ORACLE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    needed = ("capability", "config", "base_accuracy", "oracle_accuracy", "train_seconds")
+    files_there = all((Path(path) / name).is_file() for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
+    return meta if isinstance(meta, dict) and files_there and all(k in meta for k in needed) else None
+
+
+def is_cached(path: Path, target: str, capability: str, config: OracleConfig) -> bool:
+    """True if ``path`` holds a finished oracle of ``capability`` on ``target`` made with ``config``."""
+    meta = read_oracle_meta(path)
+    return bool(meta) and (meta.get("target"), meta.get("capability"), meta.get("config")) == (
+        target, capability, config.to_dict())
+
+
+def library(target: str) -> list[OracleEntry]:
+    """Finished oracles of ``target`` in the cache, sorted by capability name."""
+    root = library_dir(target)
+    if not root.is_dir():
+        return []
+    paths = [p for p in root.iterdir() if p.is_dir() and read_oracle_meta(p) is not None]
+    return sorted((OracleEntry.from_dir(p) for p in paths), key=lambda e: e.capability)
+
+
+# -------------------------------------------------------------------------------------- target modules
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Last-part names of the linear layers a LoRA can adapt (output head excluded), sorted."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, nn.Linear | Conv1D) and module is not head and name}
+    return sorted(names)
+
+
+def check_target_modules(model: nn.Module, modules: Sequence[str], rank: int | None = None) -> None:
+    """UmafError naming the available modules if any of ``modules`` is not a linear layer of ``model``;
+    or if ``rank`` exceeds the smaller side of an adapted layer."""
+    available = linear_module_names(model)
+    unknown = [m for m in modules if m not in available]
+    if unknown:
+        raise UmafError(f"unknown target module(s) {', '.join(unknown)}; "
+                        f"this model has: {', '.join(available)}")
+    if rank is None:
+        return
+    for name, module in model.named_modules():
+        shape = _weight_shape(module)
+        if name.rsplit(".", 1)[-1] in modules and shape is not None and rank > min(shape):
+            raise UmafError(f"rank {rank} is larger than {name} allows ({shape[0]}x{shape[1]})")
+
+
+def lora_config(config: OracleConfig, kind: str) -> Any:
+    """The ``peft.LoraConfig`` of an oracle."""
+    from peft import LoraConfig, TaskType
+
+    task = TaskType.CAUSAL_LM if kind == "decoder" else TaskType.SEQ_2_SEQ_LM
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, target_modules=list(config.target_modules),
+                      lora_dropout=config.dropout, bias="none", task_type=task)
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def encode_train_split(loaded: LoadedModel, capability: Capability, max_length: int) -> list[Encoded]:
+    """The capability's train split in the zoo encoding (loss on the answer only), plain prompts."""
+    kind = loaded.info.kind
+    items = []
+    for ex in capability.split("train"):
+        enc = encode_example(loaded.tokenizer, kind, ex.prompt(), ex.target())
+        if kind == "decoder" and len(enc.input_ids) > max_length:  # keep the answer, drop the prompt's start
+            enc = Encoded(enc.input_ids[-max_length:], enc.labels[-max_length:])
+        items.append(enc)
+    if not items:
+        raise UmafError(f"capability {capability.name!r} has no training examples")
+    return items
+
+
+def batch_order(n: int, config: OracleConfig) -> list[list[int]]:
+    """Example indices of every step: shuffled epochs over ``n`` examples, deterministic in the seed."""
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    while len(order) < config.steps * config.batch_size:
+        epoch = list(range(n))
+        rng.shuffle(epoch)
+        order += epoch
+    return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(config.steps)]
+
+
+def lr_factor(step: int, config: OracleConfig) -> float:
+    """Linear warm-up, then cosine decay from 1 to ``config.min_lr_ratio``."""
+    warm = max(1, int(config.warmup * config.steps))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, config.steps - warm)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleConfig,
+             progress: bool = True, desc: str = "lora") -> list[float]:
+    """Train the trainable (LoRA) parameters of ``model`` on ``items``; returns the loss of every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    device = next(model.parameters()).device
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(batch_order(len(items), config), disable=not progress, desc=desc, leave=False)
+    for step, indices in enumerate(bar):
+        batch = {k: v.to(device) for k, v in collate([items[i] for i in indices], pad).items()}
+        loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise UmafError(f"LoRA training diverged at step {step} (loss {float(loss)}); lower the lr")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    model.eval()
+    return losses
+
+
+def eval_accuracy(loaded: LoadedModel, capability: Capability, limit: int | None = None) -> float:
+    """Exact-match accuracy of greedy answers to the plain prompts of the eval split (first ``limit``)."""
+    from umaf.zoo.generate import evaluate
+
+    return evaluate(loaded, [capability], split="eval", limit=limit)[capability.name]
+
+
+def _oracle_meta(loaded: LoadedModel, target: str, cap: Capability, config: OracleConfig,
+                 losses: list[float], accuracy: tuple[float, float], seconds: tuple[float, float]) -> dict:
+    from umaf.zoo.build import loss_curve
+
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    return {
+        "target": target, "target_info": loaded.info.to_dict(), "capability": cap.name, "kind": cap.kind,
+        "held_out": cap.held_out, "probe_hash": cap.probe_hash(), "config": config.to_dict(),
+        "n_train": len(cap.split("train")), "base_accuracy": accuracy[0], "oracle_accuracy": accuracy[1],
+        "eval_split": "eval", "eval_dtype": dtype, "train_seconds": round(seconds[0], 3),
+        "step_seconds": round(seconds[0] / config.steps, 4), "eval_seconds": round(seconds[1], 3),
+        "loss_curve": loss_curve(losses), "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+        "threads": torch.get_num_threads(), "umaf_version": umaf.__version__,
+    }
+
+
+def _save_adapter(peft_model: Any, tmp: Path, meta: dict) -> None:
+    peft_model.save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    (tmp / ORACLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def fit_oracle(loaded: LoadedModel, target: str, capability: Capability, config: OracleConfig,
+               output: Path, *, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train one oracle on an already loaded target and write it atomically to ``output``.
+
+    The LoRA is removed again afterwards, so ``loaded.model`` is left as it was.
+    """
+    check_generative(loaded)
+    check_target_modules(loaded.model, config.target_modules, config.rank)
+    check_writable(output, overwrite)
+    items = encode_train_split(loaded, capability, config.max_length)
+    start = time.perf_counter()
+    base_accuracy = eval_accuracy(loaded, capability, config.eval_examples)
+    base_seconds = time.perf_counter() - start
+    with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
+        start = time.perf_counter()
+        losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, capability.name)
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        accuracy = eval_accuracy(LoadedModel(peft_model, loaded.tokenizer, loaded.info), capability,
+                                 config.eval_examples)
+        seconds = (train_seconds, base_seconds + time.perf_counter() - start)
+        meta = _oracle_meta(loaded, target, capability, config, losses, (base_accuracy, accuracy), seconds)
+        with atomic_path(output, overwrite=overwrite, is_dir=True) as tmp:
+            _save_adapter(peft_model, tmp, meta)
+    return Path(output)
+
+
+@contextmanager
+def attached_lora(loaded: LoadedModel, config: OracleConfig) -> Iterator[Any]:
+    """A fresh trainable LoRA (seeded) on ``loaded.model`` for the block; unloaded again afterwards."""
+    from peft import get_peft_model
+
+    torch.manual_seed(config.seed)
+    with warnings.catch_warnings():  # transformers' deprecation notices raised from inside PEFT
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(loaded.model, lora_config(config, loaded.info.kind))
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()
+
+
+@contextmanager
+def preserved(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every parameter's ``requires_grad`` and the train/eval mode of ``model`` afterwards."""
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    training = model.training
+    try:
+        yield model
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags.get(name, param.requires_grad))
+        model.train(training)
+
+
+def check_generative(loaded: LoadedModel) -> None:
+    """UmafError unless the model answers by generating (decoder or encoder-decoder)."""
+    if loaded.info.kind not in GENERATIVE_KINDS:
+        raise UmafError(f"{loaded.info.name} is a {loaded.info.kind} model; oracle LoRAs need a model that "
+                        f"generates answers ({' or '.join(GENERATIVE_KINDS)})")
+
+
+#: A config, or field overrides applied to the target's :func:`default_config`, or None for the defaults.
+ConfigLike = OracleConfig | dict[str, Any] | None
+
+
+def resolve_config(info: Any, config: ConfigLike = None) -> OracleConfig:
+    """``config`` itself, or the defaults for the model described by ``info`` with the given overrides
+    (entries that are None are ignored, so CLI flags can be passed straight through)."""
+    if isinstance(config, OracleConfig):
+        return config
+    overrides = {k: v for k, v in (config or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - {f.name for f in fields(OracleConfig)})
+    if unknown:
+        raise UmafError(f"oracle config: unknown field(s) {', '.join(unknown)}")
+    return replace(default_config(info), **overrides)
+
+
+def load_target(target: str | LoadedModel, config: ConfigLike = None) -> tuple[LoadedModel, OracleConfig]:
+    """The target (loaded if named) and the resolved config to train it with (see :func:`resolve_config`).
+
+    A named target is loaded, cast to the config's dtype and put on the GPU if there is one; a given
+    LoadedModel is used as it is.
+    """
+    if isinstance(target, LoadedModel):
+        return target, resolve_config(target.info, config)
+    loaded = load(target)
+    config = resolve_config(loaded.info, config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded.model.to(device=device, dtype=getattr(torch, config.dtype))
+    return loaded, config
+
+
+def train_oracle(target: str | LoadedModel, capability: str | Capability, config: ConfigLike = None,
+                 output: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train (or reuse) the oracle LoRA of ``capability`` on ``target`` and return its PEFT folder.
+
+    ``config`` is an :class:`OracleConfig`, a dict of overrides of the target's defaults, or None.
+    Without ``output`` the oracle goes to the cache (:func:`oracle_dir`) and a finished one made with
+    the same config is reused. An explicit ``output`` that exists is an error unless ``overwrite``.
+    """
+    cap = get_capability(capability) if isinstance(capability, str) else capability
+    name = target.info.name if isinstance(target, LoadedModel) else str(target)
+    path = Path(output) if output is not None else oracle_dir(name, cap.name)
+    if output is not None:
+        check_writable(path, overwrite)
+    elif not overwrite and isinstance(config, OracleConfig) and is_cached(path, name, cap.name, config):
+        return path
+    loaded, config = load_target(target, config)
+    if output is None and not overwrite and path.exists():
+        if is_cached(path, name, cap.name, config):
+            return path
+        raise UmafError(f"{path} holds an oracle made with another config; pass --overwrite to retrain it")
+    return fit_oracle(loaded, name, cap, config, path, overwrite=overwrite, progress=progress)
+
+
+def build_library(target: str | LoadedModel, capabilities: Sequence[str], config: ConfigLike = None,
+                  progress: bool = True, *, overwrite: bool = False) -> list[OracleEntry]:
+    """Train the cached oracle of every capability that lacks one and return all their entries.
+
+    Resumable: a finished oracle is kept (even one made with another config) unless ``overwrite``.
+    The target is loaded once; a bar runs over the capabilities and each new oracle is reported.
+    """
+    loaded, config = load_target(target, config)
+    name = loaded.info.name if isinstance(target, LoadedModel) else str(target)
+    entries = []
+    bar = tqdm(list(capabilities), disable=not progress, desc=f"oracles {name}", unit="capability")
+    for cap_name in bar:
+        cap = get_capability(cap_name)
+        path = oracle_dir(name, cap.name)
+        if not overwrite and read_oracle_meta(path) is not None:
+            entries.append(OracleEntry.from_dir(path))
+            continue
+        fit_oracle(loaded, name, cap, config, path, overwrite=True, progress=progress)
+        entries.append(OracleEntry.from_dir(path))
+        if progress:
+            e = entries[-1]
+            tqdm.write(f"{name} {cap.name}: {e.base_accuracy:.3f} -> {e.oracle_accuracy:.3f} "
+                       f"({e.train_seconds:.1f}s training, {e.meta['step_seconds']:.3f}s/step)")
+    return entries
+
+
+# --------------------------------------------------------------------------------- reading adapters
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """The ``adapter_config.json`` and the tensors of a PEFT LoRA folder (safetensors only).
+
+    A missing folder, a missing file or an unreadable one is a :class:`UmafError`.
+    """
+    from safetensors import safe_open
+
+    path = Path(adapter_dir)
+    if not path.is_dir():
+        raise UmafError(f"adapter folder {path} does not exist")
+    missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (path / n).is_file()]
+    if missing:
+        raise UmafError(f"{path} is not a PEFT adapter folder (missing {', '.join(missing)})")
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise UmafError(f"{path / ADAPTER_CONFIG} is not valid JSON") from None
+    if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != "LORA":
+        raise UmafError(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})"
+                        if isinstance(config, dict) else f"{path / ADAPTER_CONFIG} is not a JSON object")
+    try:
+        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception:  # safetensors raises several types for truncated or foreign files
+        raise UmafError(f"{path / ADAPTER_WEIGHTS} is corrupt or not a safetensors file") from None
+    return config, tensors
+
+
+def _pattern_value(patterns: dict, module: str, default: float) -> float:
+    """PEFT's ``alpha_pattern`` lookup: the first key that matches the end of the module name."""
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return float(value)
+    return float(default)
+
+
+def lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[Tensor, Tensor]]]:
+    """The adapter config and ``{module: (A [r, in], B [out, r])}`` (module names as in the base model)."""
+    config, tensors = read_adapter(adapter_dir)
+    factors: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_(A|B|embedding_A|embedding_B)(?:\.\w+)?"
+                             r"\.weight", key)
+        if match is None:
+            continue  # e.g. modules_to_save copies: not part of ΔW
+        if match.group(2).startswith("embedding"):
+            raise UmafError(f"{adapter_dir}: LoRA on embeddings ({match.group(1)}) is not supported")
+        factors.setdefault(match.group(1), {})[match.group(2)] = value
+    pairs = {}
+    for module, parts in sorted(factors.items()):
+        a, b = parts.get("A"), parts.get("B")
+        if a is None or b is None or a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
+            raise UmafError(f"{adapter_dir} is corrupt: LoRA factors of {module} are missing or mismatched")
+        pairs[module] = (a, b)
+    if not pairs:
+        raise UmafError(f"{adapter_dir} holds no LoRA factors")
+    return config, pairs
+
+
+def delta_weights(adapter_dir: str | Path) -> dict[str, Tensor]:
+    """ΔW of every adapted module, scaling applied: ``{module name: scale · B @ A}``, each ``[out, in]``.
+
+    Module names are the base model's (``model.layers.0.self_attn.q_proj``). For layers stored
+    transposed (GPT-2's Conv1D) the merged weight changes by the transpose. Reads safetensors only.
+    """
+    config, pairs = lora_factors(adapter_dir)
+    rslora = bool(config.get("use_rslora", False))
+    deltas = {}
+    for module, (a, b) in pairs.items():
+        rank = a.shape[0]
+        alpha = _pattern_value(config.get("alpha_pattern", {}), module, config.get("lora_alpha", rank))
+        scale = alpha / math.sqrt(rank) if rslora else alpha / rank
+        deltas[module] = scale * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
+    return deltas
+
+
+
+def check_adapter_fits(adapter_dir: str | Path, model: nn.Module, model_name: str = "the model") -> None:
+    """UmafError unless every LoRA module of the adapter is a layer of ``model`` with matching shape."""
+    _, pairs = lora_factors(adapter_dir)
+    modules = dict(_base_model(model).named_modules())
+    for name, (a, b) in pairs.items():
+        layer = modules.get(name)
+        shape = _weight_shape(layer)
+        if shape is None:
+            raise UmafError(f"adapter {adapter_dir} does not fit {model_name}: it has no linear layer {name}")
+        if (b.shape[0], a.shape[1]) != shape:
+            raise UmafError(f"adapter {adapter_dir} does not fit {model_name}: {name} is "
+                            f"{shape[0]}x{shape[1]}, the adapter's ΔW is {b.shape[0]}x{a.shape[1]}")
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _weight_shape(layer: nn.Module | None) -> tuple[int, int] | None:
+    """``(out, in)`` of a linear layer (GPT-2's Conv1D included), None for anything else."""
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(layer, nn.Linear):
+        return layer.out_features, layer.in_features
+    if isinstance(layer, Conv1D):
+        return layer.nf, layer.weight.shape[0]
+    return None
+
+
+__all__ = [
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "ORACLE_FILE", "OracleConfig", "OracleEntry", "build_library",
+    "check_adapter_fits", "check_generative", "check_target_modules", "default_config", "delta_weights",
+    "encode_train_split", "fit_lora", "fit_oracle", "is_cached", "library", "library_dir",
+    "linear_module_names", "lora_config", "lora_factors", "oracle_dir", "preserved", "read_adapter",
+    "read_oracle_meta", "resolve_config", "slug", "train_oracle",
+]
