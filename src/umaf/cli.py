@@ -89,7 +89,80 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
               f"acc trained {mean(trained):.2f}  untrained {mean(other):.2f}")
 
 
+def _cmd_interpolate(args: argparse.Namespace) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.interpolator import SizeInterpolator, default_interpolator, interpolate
+    from umaf.io import check_writable
+
+    check_writable(args.output, args.overwrite)
+    explicit = (args.to_params, args.to_layers, args.to_width)
+    if (args.to is None) == (args.to_params is None):
+        raise UmafError("give either --to MODEL or --to-params N (with optional --to-layers/--to-width)")
+    if args.to is not None and any(v is not None for v in explicit):
+        raise UmafError("--to cannot be combined with --to-params, --to-layers or --to-width")
+    fp = Fingerprint.load(args.fingerprint)
+    interpolator = (
+        SizeInterpolator.from_pretrained(args.interpolator) if args.interpolator else default_interpolator()
+    )
+    out = interpolate(fp, args.to, params=args.to_params, layers=args.to_layers, width=args.to_width,
+                      interpolator=interpolator)  # fmt: skip
+    out.save(args.output, overwrite=args.overwrite)
+    src, dst = out.meta["source_scale"], out.meta["target_scale"]
+    print(f"wrote {args.output} ({src['n_params']:,} -> {dst['n_params']:,} parameters, "
+          f"{src['n_layers']} -> {dst['n_layers']} layers, {src['width']} -> {dst['width']} wide)",
+          file=sys.stderr)  # fmt: skip
+
+
+def _cmd_fuse(args: argparse.Namespace) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.fusion import FusionGate, fuse
+    from umaf.io import check_writable
+
+    check_writable(args.output, args.overwrite)
+    if args.query is not None and args.capability is not None:
+        raise UmafError("give --query FP or --capability NAME, not both")
+    fps = [Fingerprint.load(p) for p in args.fingerprints]
+    query = Fingerprint.load(args.query) if args.query is not None else args.capability
+    gate = FusionGate.from_pretrained(args.gate) if args.gate else None
+    fused = fuse(fps, weights=args.weights, mode=args.mode, query=query, gate=gate)
+    fused.save(args.output, overwrite=args.overwrite)
+    weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.3f}" for s in fused.meta["sources"])
+    print(f"wrote {args.output} ({fused.meta['fusion_mode']}: {weights})", file=sys.stderr)
+
+
+def _cmd_train_interpolator(args: argparse.Namespace) -> None:
+    from umaf.interpolator import InterpolatorTrainConfig, default_interpolator_dir, train_interpolator
+
+    config = InterpolatorTrainConfig(held_out_sizes=tuple(args.held_out_sizes))
+    if args.steps:
+        config.steps = args.steps
+    output = args.output or default_interpolator_dir()
+    model = train_interpolator(config, output=output, overwrite=args.overwrite)
+    r = model.train_report
+    print(f"saved {output}: cosine to the true fingerprint on held-out sizes {r['held_out_sizes']}: "
+          f"identity {r['val_cosine_identity']:.3f} -> interpolated {r['val_cosine_interpolated']:.3f}",
+          file=sys.stderr)  # fmt: skip
+
+
+def _cmd_train_fusion(args: argparse.Namespace) -> None:
+    from umaf.fusion import FusionTrainConfig, GateConfig, default_gate_dir, train_fusion
+
+    config = FusionTrainConfig(gate=GateConfig(reference_model=args.reference_model))
+    if args.steps:
+        config.steps = args.steps
+    output = args.output or default_gate_dir()
+    gate = train_fusion(config, output=output, overwrite=args.overwrite)
+    r = gate.train_report
+    print(f"saved {output}: validation cosine to the asked capability: equal weights "
+          f"{r['val_cosine_uniform']:.3f}, untrained gate {r['val_init_cosine_gate']:.3f}, "
+          f"trained gate {r['val_cosine_gate']:.3f}", file=sys.stderr)  # fmt: skip
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.component == "interpolator":
+        return _cmd_train_interpolator(args)
+    if args.component == "fusion":
+        return _cmd_train_fusion(args)
     from umaf.extractor import TrainConfig, train_extractor
 
     config = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
@@ -99,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from umaf.bench import run_benchmark
 
-    run_benchmark(args.suite, json_path=args.json, quick=args.quick, overwrite=args.overwrite)
+    run_benchmark(args.suite, args.json, quick=args.quick, overwrite=args.overwrite, target=args.target)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -167,16 +240,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small zoo in about 5 minutes")
     p.set_defaults(func=_cmd_zoo)
 
+    p = sub.add_parser("interpolate", help="move a fingerprint to another model size")
+    p.add_argument("fingerprint", type=Path, help="fingerprint file (.safetensors)")
+    p.add_argument("--to", metavar="MODEL", help="target model (alias, zoo:<name>, folder or HF id)")
+    p.add_argument("--to-params", type=float, metavar="N", help="target parameter count (e.g. 1.35e8)")
+    p.add_argument("--to-layers", type=int, metavar="L", help="target depth (default: estimated)")
+    p.add_argument("--to-width", type=int, metavar="W", help="target width (default: estimated)")
+    p.add_argument("--interpolator", type=Path, help="trained interpolator folder (default: the cached one)")
+    p.add_argument("--output", "-o", required=True, type=Path, help="output fingerprint file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_interpolate)
+
+    p = sub.add_parser("fuse", help="fuse several fingerprints into one")
+    p.add_argument("fingerprints", nargs="+", type=Path, help="fingerprint files (same extractor)")
+    p.add_argument("--weights", nargs="+", type=float, help="one weight per fingerprint (default: equal)")
+    p.add_argument("--mode", default="average", help="average, slerp, task_arithmetic or gated")
+    p.add_argument("--query", type=Path, metavar="FP", help="gated: fingerprint of the task to serve")
+    p.add_argument("--capability", metavar="NAME", help="gated: capability to serve")
+    p.add_argument("--gate", type=Path, help="trained fusion gate folder (default: the cached one)")
+    p.add_argument("--output", "-o", required=True, type=Path, help="output fingerprint file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_fuse)
+
     p = sub.add_parser("train", help="train a UMAF component")
-    p.add_argument("component", choices=("extractor",))
+    p.add_argument("component", choices=("extractor", "interpolator", "fusion"))
     p.add_argument("--output", "-o", type=Path, help="folder (default: the cached default extractor)")
     p.add_argument("--models", nargs="+", help="source models (default: zoo + minilm + smollm2)")
     p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--held-out-sizes", nargs="+", default=["s"], help="interpolator: sizes kept out")
+    p.add_argument("--reference-model", default="zoo:llama-m-a", help="fusion: model reading --capability")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="run a benchmark and write its JSON")
-    p.add_argument("suite", choices=("fingerprints",))
+    p.add_argument("suite", choices=("fingerprints", "transfer", "fusion", "size"))
+    p.add_argument("--target", help="transfer, fusion, size: target model (default zoo:llama-m-a)")
     p.add_argument("--json", required=True, type=Path, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
     p.add_argument("--overwrite", action="store_true")
