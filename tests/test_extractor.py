@@ -259,8 +259,8 @@ def test_training_smoke_run(
     monkeypatch.setattr(train_module, "model_features", spy)
     config = train_module.TrainConfig(
         extractor=SMALL, real_models=(), capabilities=("add", "reverse", "sentiment", "plural"),
-        n_family_instances=1, n_val_instances=1, steps=20, classes_per_batch=6, views_per_class=3,
-        lr=3e-3, warmup=3, val_every=10, progress=False,
+        families=("add_k", "caesar"), n_family_instances=1, n_val_instances=1, steps=20,
+        classes_per_batch=6, views_per_class=3, lr=3e-3, warmup=3, val_every=10, progress=False,
     )  # fmt: skip
     extractor = train_module.train_extractor(config, output=tmp_path / "ext")
     report = extractor.train_report
@@ -277,3 +277,18 @@ def test_training_smoke_run(
     back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
     assert back.extractor_hash == extractor.extractor_hash
     assert json.loads((tmp_path / "ext" / "training.json").read_text())["val_models"] == report["val_models"]
+
+
+def test_view_sampler_draws_distinct_architectures_per_class() -> None:
+    families = ["gpt2", "gpt2", "llama", "bert", "minilm"]
+    models = [train_module.TrainModel(f"m{i}", f, None, f) for i, f in enumerate(families)]
+    bank = train_module.FeatureBank(models, [], [], [32] * 6)
+    config = train_module.TrainConfig(steps=5, classes_per_batch=3, views_per_class=4, max_probes=16)
+    batches = list(train_module.ViewBatchSampler(bank, list(range(5)), list(range(6)), config))
+    assert len(batches) == 5 and batches == list(
+        train_module.ViewBatchSampler(bank, [0, 1, 2, 3, 4], list(range(6)), config)
+    )
+    for batch in batches:
+        assert len(batch) == 12 and len({k for _, _, k, _ in batch}) == 1
+        for c in {c for _, c, _, _ in batch}:
+            assert len({families[m] for m, cc, _, _ in batch if cc == c}) == 4

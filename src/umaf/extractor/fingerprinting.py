@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
+import torch
 from torch import Tensor, nn
 
 import umaf
@@ -90,6 +91,8 @@ def fingerprint(
     texts = cap.probe_texts(part=part, n=n_probes)
     processed = model_features(loaded, texts, extractor.config, batch_size=batch_size, progress=progress)
     vector = extractor.encode(processed.features)  # [fp_dim]
+    with torch.no_grad():
+        competence = extractor.competence(vector[None].to(next(extractor.parameters()).device))
     info = loaded.info.to_dict()
     meta = {
         "model": info.pop("name"),
@@ -99,7 +102,7 @@ def fingerprint(
         "probe_part": part,
         "n_probes": len(texts),
         "extractor_hash": extractor.extractor_hash,
-        "competence": round(float(extractor.competence(vector[None])[0].detach()), 6),
+        "competence": round(float(competence[0]), 6),
         "umaf_version": umaf.__version__,
     }
     return Fingerprint(vector, processed.layer_profile, meta)
@@ -111,8 +114,12 @@ def default_extractor() -> CapabilityExtractor:
     if path not in _DEFAULT:
         if not (path / "model.safetensors").is_file():
             from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
+            from umaf.zoo import build_zoo, list_zoo
 
             print(f"umaf: no trained extractor in {path}; training the default one (once)", file=sys.stderr)
+            if not (list_zoo() or list_zoo(quick=True)):
+                print("umaf: the model zoo is empty; building the quick zoo first", file=sys.stderr)
+                build_zoo(quick=True)
             train_extractor(TrainConfig(), output=path)
             print(f"umaf: saved the default extractor to {path}", file=sys.stderr)
         _DEFAULT[path] = CapabilityExtractor.from_pretrained(path)

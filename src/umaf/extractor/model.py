@@ -76,7 +76,7 @@ class CapabilityExtractor(nn.Module):
 
     @torch.no_grad()
     def encode(self, features: Tensor) -> Tensor:
-        """Inference: ``features [depth_bins, probes, anchors]`` or a batch of them -> unit fingerprint(s)."""
+        """Inference: ``features [depth_bins, probes, channels * anchors]`` (or a batch) -> unit vectors."""
         single = features.dim() == 3
         batch = (features[None] if single else features).to(next(self.parameters()).device)
         was_training = self.training

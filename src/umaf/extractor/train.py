@@ -58,6 +58,9 @@ class TrainConfig:
     capabilities: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Only these training capabilities (default: all of them)."}
     )
+    families: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Parametric families to draw instances from (default: all of them)."}
+    )
     random_tiny: int = field(
         default=0,
         metadata={"help": "Randomly initialised tiny models per non-held-out family (augmentation)."},
@@ -107,7 +110,7 @@ def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capabi
     train = [get_capability(name) for name in names]
     val: list[Capability] = []
     n, n_val = config.n_family_instances, config.n_val_instances
-    for family in list_families():
+    for family in list_families() if config.families is None else config.families:
         if family in HELD_OUT_CAPABILITIES:
             continue
         instances = family_instances(family, n + n_val, seed=config.seed)
@@ -185,8 +188,9 @@ def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
 
 @dataclass
 class FeatureBank:
-    """Processed features of every (model, class): ``features[m][c]`` is ``[depth_bins, probes, anchors]``;
-    ``halves[c]`` is the size of probe half 0 (the rest is half 1, as in ``probe_texts(part=...)``)."""
+    """Processed features of every (model, class): ``features[m][c]`` is
+    ``[depth_bins, probes, channels * anchors]``; ``halves[c]`` is the size of probe half 0 (the rest is
+    half 1, as in ``probe_texts(part=...)``)."""
 
     models: list[TrainModel]
     classes: list[Capability]
@@ -237,7 +241,7 @@ def probe_texts_in_bank_order(cap: Capability) -> list[str]:
 def model_class_features(
     model: TrainModel, classes: list[Capability], config: TrainConfig
 ) -> tuple[str, list[Tensor]]:
-    """``(family, features)`` of ``model`` on every class, each ``[depth_bins, probes, anchors]``.
+    """``(family, features)`` of ``model`` on every class, each ``[depth_bins, probes, channels * anchors]``.
 
     Cached under ``cache_dir()/features/<model>/<capability>.safetensors``; only missing entries are
     captured (the model is loaded only then), so an interrupted run resumes.
@@ -254,10 +258,10 @@ def model_class_features(
         flat = [t for group in texts for t in group]
         feats = model_features(
             loaded, flat, config.extractor, batch_size=config.capture_batch_size, progress=config.progress
-        ).features  # [depth_bins, sum(probes), anchors]
+        ).features  # [depth_bins, sum(probes), channels * anchors]
         start = 0
         for i, group in zip(missing, texts, strict=True):
-            part = feats[:, start : start + len(group)]  # [depth_bins, probes, anchors]
+            part = feats[:, start : start + len(group)]  # [depth_bins, probes, channels * anchors]
             start += len(group)
             _store(
                 _feature_file(model.name, classes[i].name),
@@ -298,7 +302,7 @@ def hold_apart_models(bank: FeatureBank) -> list[int]:
 
 class ViewDataset(Dataset):
     """Views of the bank: item ``(m, c, k, seed)`` is a random ``k``-probe subset of model ``m`` on class
-    ``c`` -> (``features [depth_bins, k, anchors]``, class, zoo accuracy or NaN)."""
+    ``c`` -> (``features [depth_bins, k, channels * anchors]``, class, zoo accuracy or NaN)."""
 
     def __init__(self, bank: FeatureBank) -> None:
         self.bank = bank
@@ -308,15 +312,16 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int, int, int]) -> tuple[Tensor, int, float]:
         m, c, k, seed = item
-        feats = self.bank.features[m][c]  # [depth_bins, probes, anchors]
+        feats = self.bank.features[m][c]  # [depth_bins, probes, channels * anchors]
         pick = torch.randperm(feats.shape[1], generator=torch.Generator().manual_seed(seed))[:k]
         return feats[:, pick], c, self.bank.accuracy(m, c)
 
 
 class ViewBatchSampler:
     """``steps`` batches of ``classes_per_batch`` classes x ``views_per_class`` views each (the positives of
-    the contrastive loss). A view's model is drawn uniformly over groups (a zoo family, or one real model),
-    so that every architecture weighs the same; all views of a batch share one probe count."""
+    the contrastive loss). A view's model is drawn uniformly over groups (a zoo family, one real model, or
+    the random tiny models of one family), so that every architecture weighs the same, and one class's
+    views come from distinct groups where possible; all views of a batch share one probe count."""
 
     def __init__(self, bank: FeatureBank, models: list[int], classes: list[int], config: TrainConfig) -> None:
         self.classes, self.config, self.max_k = classes, config, min(bank.halves)
@@ -336,10 +341,16 @@ class ViewBatchSampler:
             k = rng.randint(min(cfg.min_probes, self.max_k), min(cfg.max_probes, self.max_k))
             classes = rng.sample(self.classes, min(cfg.classes_per_batch, len(self.classes)))
             yield [
-                (rng.choice(rng.choice(self.groups)), c, k, rng.getrandbits(62))
-                for c in classes
-                for _ in range(cfg.views_per_class)
+                (rng.choice(group), c, k, rng.getrandbits(62)) for c in classes for group in self._groups(rng)
             ]
+
+    def _groups(self, rng: random.Random) -> list[list[int]]:
+        """The groups of one class's views: distinct while there are enough, so that positives mostly
+        come from different architectures (the alignment the extractor must learn)."""
+        n = self.config.views_per_class
+        if n <= len(self.groups):
+            return rng.sample(self.groups, n)
+        return [rng.choice(self.groups) for _ in range(n)]
 
 
 def supcon_loss(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
@@ -379,7 +390,7 @@ def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bo
     """Unit fingerprints of both probe halves of every (model, class): ``[models, classes, 2, D]``.
 
     ``raw=True`` gives the untrained baseline instead: the processed features averaged over the probes
-    (``D = depth_bins * anchors``).
+    (``D = depth_bins * channels * anchors``).
     """
     out = []
     for c, half in enumerate(bank.halves):
@@ -387,7 +398,7 @@ def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bo
         for lo, hi in ((0, half), (half, None)):
             feats = torch.stack(
                 [bank.features[m][c][:, lo:hi] for m in range(len(bank.models))]
-            )  # [M, bins, P, A]
+            )  # [M, depth_bins, P, channels * anchors]
             vec = feats.mean(2).flatten(1) if raw else extractor.encode(feats)  # [M, D]
             halves.append(F.normalize(vec, dim=-1))
         out.append(torch.stack(halves, dim=1))  # [M, 2, D]
@@ -417,16 +428,19 @@ def validate(
     """Cross-family retrieval top-1 on held-apart models (training classes) and on held-apart classes
     (all models), for the extractor and for the untrained raw-feature baseline (probe-mean features).
     Gallery: every class, from zoo and real models (random tiny models are left out of evaluation)."""
+    known = [m for m, model in enumerate(bank.models) if not model.name.startswith("tiny:")]
+    sub = FeatureBank(
+        [bank.models[m] for m in known], bank.classes, [bank.features[m] for m in known], bank.halves
+    )
+    queries = [known.index(m) for m in val_models]
+    everyone = list(range(len(known)))
     train_classes = list(range(n_train_classes))
     val_classes = list(range(n_train_classes, len(bank.classes)))
-    known = [m for m, model in enumerate(bank.models) if not model.name.startswith("tiny:")]
     report = {}
-    for name, fps in (
-        ("extractor", half_fingerprints(extractor, bank)),
-        ("raw", half_fingerprints(extractor, bank, True)),
-    ):
-        report[f"{name}_val_models"] = cross_family_top1(fps, bank.families, val_models, known, train_classes)
-        report[f"{name}_val_classes"] = cross_family_top1(fps, bank.families, known, known, val_classes)
+    for name, raw in (("extractor", False), ("raw", True)):
+        fps = half_fingerprints(extractor, sub, raw)  # [models, classes, 2, D]
+        report[f"{name}_val_models"] = cross_family_top1(fps, sub.families, queries, everyone, train_classes)
+        report[f"{name}_val_classes"] = cross_family_top1(fps, sub.families, everyone, everyone, val_classes)
     return report
 
 
@@ -465,7 +479,7 @@ def fit(
         scheduler.step()
         losses.append(float(loss.detach()))
         postfix["loss"] = f"{sum(losses[-20:]) / len(losses[-20:]):.3f}"
-        if val_models and (step % config.val_every == 0 or step == config.steps):
+        if step % config.val_every == 0 or step == config.steps:
             report = validate(accelerator.unwrap_model(model), bank, val_models, n_train_classes)
             postfix["val_top1"] = f"{report['extractor_val_models']:.2f}"
             postfix["unseen_top1"] = f"{report['extractor_val_classes']:.2f}"
