@@ -292,3 +292,15 @@ def test_view_sampler_draws_distinct_architectures_per_class() -> None:
         assert len(batch) == 12 and len({k for _, _, k, _ in batch}) == 1
         for c in {c for _, c, _, _ in batch}:
             assert len({families[m] for m, cc, _, _ in batch if cc == c}) == 4
+
+
+def test_train_refuses_existing_output_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "ext").mkdir()
+    with pytest.raises(UmafError, match="exists"):
+        train_module.train_extractor(train_module.TrainConfig(progress=False), output=tmp_path / "ext")
+
+
+def test_model_features_keeps_the_activations(tiny_bert) -> None:
+    processed = model_features(tiny_bert, get_capability("plural").probe_texts(n=5), SMALL, progress=False)
+    layers, _ = layer_plan(tiny_bert.info.n_layers, SMALL.depth_bins)
+    assert processed.activations.shape == (len(layers), 5, tiny_bert.info.width)

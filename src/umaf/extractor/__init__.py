@@ -13,7 +13,15 @@ from umaf.extractor.fingerprinting import (
     model_features,
 )
 from umaf.extractor.model import CapabilityExtractor
-from umaf.extractor.processor import ProcessedFeatures, anchor_texts, feature_key, layer_plan, process
+from umaf.extractor.processor import (
+    ProcessedFeatures,
+    anchor_texts,
+    feature_key,
+    layer_plan,
+    process,
+    prompt_of,
+)
+from umaf.extractor.train import TrainConfig, train_extractor
 
 __all__ = [
     "CapabilityExtractor",
@@ -28,4 +36,7 @@ __all__ = [
     "layer_plan",
     "model_features",
     "process",
+    "prompt_of",
+    "train_extractor",
+    "TrainConfig",
 ]

@@ -68,7 +68,9 @@ def model_features(
     probes = _capture(loaded, texts, layers, config, batch_size=batch_size, progress=progress)
     anchors = anchor_activations(loaded, layers, config, batch_size)  # [channels, layers, anchors, width]
     prompts = (probes[1], anchors[1]) if config.delta else (None, None)
-    return process(probes[0], anchors[0], weights, config, *prompts)
+    processed = process(probes[0], anchors[0], weights, config, *prompts)
+    processed.activations = probes[0]  # [captured, probes, width]
+    return processed
 
 
 def fingerprint(

@@ -104,10 +104,13 @@ def _normalise(acts: Tensor, how: str) -> Tensor:
 @dataclass
 class ProcessedFeatures:
     """What the processor hands the network: ``features [depth_bins, probes, channels * anchors]`` and, for
-    plots, ``layer_profile [depth_bins]`` (separation from generic text; see the module docstring)."""
+    plots, ``layer_profile [depth_bins]`` (separation from generic text; see the module docstring).
+    ``activations [captured, probes, width]``: the pooled probe activations they came from (set by
+    :func:`umaf.extractor.model_features`; baselines such as CKA read the last captured layer)."""
 
     features: Tensor
     layer_profile: Tensor
+    activations: Tensor | None = None
 
 
 def _check_pair(probe_acts: Tensor, anchor_acts: Tensor) -> None:

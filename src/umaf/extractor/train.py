@@ -39,7 +39,7 @@ from umaf.extractor.config import ExtractorConfig
 from umaf.extractor.fingerprinting import model_features
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
-from umaf.io import atomic_path
+from umaf.io import atomic_path, check_writable
 from umaf.models import LoadedModel
 
 REAL_MODELS: tuple[str, ...] = ("minilm", "smollm2")
@@ -488,15 +488,21 @@ def fit(
 
 
 def train_extractor(
-    config: TrainConfig | None = None, models: list[str] | None = None, output: str | Path | None = None
+    config: TrainConfig | None = None,
+    models: list[str] | None = None,
+    output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> CapabilityExtractor:
     """Train a Capability Extractor; ``models`` defaults to the zoo (non-held-out families) + real models.
 
     Samples are (model, capability, random probe subset); the label is the capability. Never uses
     held-out capabilities or model families. With ``output`` the result is saved there
-    (``save_pretrained``) with a ``training.json`` report. ``extractor.train_report`` holds the report.
+    (``save_pretrained``) with a ``training.json`` report (an existing ``output`` is refused before any
+    work unless ``overwrite``). ``extractor.train_report`` holds the report.
     """
     config = config or TrainConfig()
+    if output is not None:
+        check_writable(output, overwrite)
     torch.manual_seed(config.seed)
     train_classes, val_classes = training_classes(config)
     bank = collect_features(_resolve(models, config), train_classes + val_classes, config)
