@@ -27,6 +27,7 @@ from umaf.interpolator import (
     train_interpolator,
 )
 from umaf.interpolator import train as train_module
+from umaf.interpolator.config import VELOCITIES
 from umaf.interpolator.data import default_capabilities, is_held_out
 from umaf.interpolator.train import split_pairs
 from umaf.models import TINY_SIZES
@@ -110,16 +111,18 @@ def test_estimate_scale_keeps_the_source_shape() -> None:
 # ------------------------------------------------------------------------------------------- network
 
 
-def test_untrained_interpolator_is_the_identity() -> None:
-    model = SizeInterpolator()
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_untrained_interpolator_is_the_identity(velocity: str) -> None:
+    model = SizeInterpolator(InterpolatorConfig(velocity=velocity))
     fp = make_fp(torch.randn(512))
     out = interpolate(fp, params=5e8, interpolator=model)
     assert torch.allclose(out.vector, fp.vector, atol=1e-6)
 
 
-def test_same_scale_is_identity_even_when_trained() -> None:
-    model = SizeInterpolator(InterpolatorConfig(hidden=32))
-    torch.nn.init.normal_(model.velocity.weight, std=0.5)
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_same_scale_is_identity_even_when_trained(velocity: str) -> None:
+    model = SizeInterpolator(InterpolatorConfig(hidden=32, velocity=velocity))
+    torch.nn.init.normal_(model.drift if velocity == "linear" else model.velocity.weight, std=0.5)
     fp = make_fp(torch.randn(512), size="s")
     same = interpolate(fp, Scale.from_meta(fp.meta), interpolator=model)
     moved = interpolate(fp, Scale(1e8, 12, 768), interpolator=model)
@@ -128,9 +131,10 @@ def test_same_scale_is_identity_even_when_trained() -> None:
     assert moved.vector.norm() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_save_load_round_trip(tmp_path: Path) -> None:
-    model = SizeInterpolator(InterpolatorConfig(hidden=16, extractor_hash="abc"))
-    torch.nn.init.normal_(model.velocity.weight, std=0.1)
+@pytest.mark.parametrize("velocity", VELOCITIES)
+def test_save_load_round_trip(velocity: str, tmp_path: Path) -> None:
+    model = SizeInterpolator(InterpolatorConfig(hidden=16, extractor_hash="abc", velocity=velocity))
+    torch.nn.init.normal_(model.drift if velocity == "linear" else model.velocity.weight, std=0.1)
     model.train_report = {"final_loss": 0.1}
     model.save_pretrained(tmp_path / "interp")
     again = SizeInterpolator.from_pretrained(tmp_path / "interp")
@@ -140,6 +144,15 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert doc["format"] == "umaf-interpolator" and doc["umaf_version"] == umaf.__version__
     with pytest.raises(UmafError, match="exists"):
         model.save_pretrained(tmp_path / "interp")
+
+
+def test_bad_config_values() -> None:
+    with pytest.raises(UmafError, match="velocity"):
+        InterpolatorConfig(velocity="quadratic")
+    with pytest.raises(UmafError, match="unknown interpolator config keys: colour"):
+        InterpolatorConfig.from_dict({"colour": 1})
+    with pytest.raises(UmafError):
+        InterpolatorTrainConfig(select_fraction=1.5)
 
 
 def test_bad_interpolator_folders(tmp_path: Path) -> None:
@@ -215,8 +228,9 @@ def test_default_capabilities_hold_nothing_out() -> None:
     assert is_held_out("subtract") and is_held_out("capital") and not is_held_out("reverse")
 
 
+@pytest.mark.parametrize("velocity", VELOCITIES)
 def test_training_smoke_lowers_loss_and_never_sees_held_out(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    velocity: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     seen: list[str] = []
     original = train_module.stack_samples
@@ -227,8 +241,8 @@ def test_training_smoke_lowers_loss_and_never_sees_held_out(
 
     monkeypatch.setattr(train_module, "stack_samples", spy)
     samples = synthetic_samples(["reverse", "uppercase", "add", *HELD_OUT_CAPABILITIES[:2]])
-    config = InterpolatorTrainConfig(InterpolatorConfig(hidden=32, dropout=0.0), steps=60, batch_size=16,
-                                     lr=3e-3, progress=False)  # fmt: skip
+    network = InterpolatorConfig(hidden=32, dropout=0.0, velocity=velocity)
+    config = InterpolatorTrainConfig(network, steps=60, batch_size=16, lr=3e-3, progress=False)
     model = train_interpolator(config, output=tmp_path / "interp", samples=samples)
     report = model.train_report
     assert seen and not [c for c in seen if is_held_out(c)]

@@ -2,10 +2,11 @@
 
 The move is a learned *velocity* times the change of log-scale: ``out = fp + V(fp, mid) @ (t - s)``,
 renormalised to the input's norm, where ``s``/``t`` are the source/target scale features (log10
-parameters, log2 layers, log2 width) and ``mid = (s + t) / 2``. So asking for the source's own scale
-returns the fingerprint unchanged, moving back and forth nearly cancels, and a size between two trained
-sizes gets a proportional step. The last layer starts at zero: an untrained interpolator is the identity,
-the baseline it has to beat.
+parameters, log2 layers, log2 width) and ``mid = (s + t) / 2``. ``V`` is an MLP of the fingerprint
+and the mid-point scale, or (``velocity="linear"``) one learned drift direction per scale axis.
+So asking for the source's own scale returns the fingerprint unchanged, moving back and forth nearly
+cancels, and a size between two trained sizes gets a proportional step. The velocity starts at zero:
+an untrained interpolator is the identity, the baseline it has to beat.
 """
 
 from __future__ import annotations
@@ -38,24 +39,31 @@ class SizeInterpolator(nn.Module):
         super().__init__()
         self.config = config = config or InterpolatorConfig()
         d, h = config.fp_dim, config.hidden
-        self.body = nn.Sequential(
-            nn.Linear(d + N_SCALE_FEATURES, h),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(h, h),
-            nn.GELU(),
-        )
-        self.velocity = nn.Linear(h, d * N_SCALE_FEATURES)
-        nn.init.zeros_(self.velocity.weight)  # identity at initialisation
-        nn.init.zeros_(self.velocity.bias)
+        if config.velocity == "linear":  # one drift direction per scale axis, the same for every fingerprint
+            self.drift = nn.Parameter(torch.zeros(d, N_SCALE_FEATURES))
+        else:
+            self.body = nn.Sequential(
+                nn.Linear(d + N_SCALE_FEATURES, h),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(h, h),
+                nn.GELU(),
+            )
+            self.velocity = nn.Linear(h, d * N_SCALE_FEATURES)
+            nn.init.zeros_(self.velocity.weight)  # identity at initialisation
+            nn.init.zeros_(self.velocity.bias)
         self.train_report: dict = {}
+
+    def velocities(self, fp: Tensor, mid: Tensor) -> Tensor:
+        """Direction per scale axis: ``fp [B, fp_dim]``, ``mid [B, 3]`` -> ``[B, fp_dim, 3]``."""
+        if self.config.velocity == "linear":
+            return self.drift.expand(fp.shape[0], -1, -1)
+        return self.velocity(self.body(torch.cat([fp, mid], dim=-1))).view(*fp.shape, N_SCALE_FEATURES)
 
     def forward(self, fp: Tensor, source: Tensor, target: Tensor) -> Tensor:
         """``fp [B, fp_dim]``, scale features ``source``/``target [B, 3]`` -> moved ``[B, fp_dim]``."""
-        b, d = fp.shape
         mid = (source + target) / 2 if self.config.condition_on_scale else torch.zeros_like(source)
-        velocity = self.velocity(self.body(torch.cat([fp, mid], dim=-1)))  # [B, fp_dim * 3]
-        step = velocity.view(b, d, N_SCALE_FEATURES) @ (target - source).unsqueeze(-1)  # [B, fp_dim, 1]
+        step = self.velocities(fp, mid) @ (target - source).unsqueeze(-1)  # [B, fp_dim, 1]
         moved = fp + step.squeeze(-1)  # [B, fp_dim]
         scale = fp.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         return moved * scale
