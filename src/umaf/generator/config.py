@@ -45,14 +45,17 @@ class GeneratorConfig:
     target: str = field(
         default="smollm2", metadata={"help": "Target model the generator writes adapters for."}
     )
-    target_modules: tuple[str, ...] = field(
-        default=("q_proj", "v_proj"),
-        metadata={"help": "Names (suffixes) of the target's linear modules that get a LoRA."},
+    target_modules: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Names (suffixes) of the target's linear modules that get a LoRA "
+            "(default: the modules of the target's oracle library)."
+        },
     )
     rank: int = field(default=8, metadata={"help": "Default rank of the adapters it writes (SVD step)."})
     # --- network ---
     gen_rank: int = field(
-        default=16,
+        default=8,
         metadata={"help": "Rank of the raw factors the hypernetwork emits (largest writable rank)."},
     )
     fp_dim: int = field(default=FINGERPRINT_DIM, metadata={"help": "Fingerprint width."})
@@ -62,8 +65,8 @@ class GeneratorConfig:
     n_blocks: int = field(default=2, metadata={"help": "Residual MLP blocks in the trunk."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout in the trunk during training."})
     # --- reconstruction training on the oracle library ---
-    steps: int = field(default=2000, metadata={"help": "Reconstruction optimiser steps."})
-    batch_size: int = field(default=16, metadata={"help": "Fingerprints per reconstruction step."})
+    steps: int = field(default=1500, metadata={"help": "Reconstruction optimiser steps."})
+    batch_size: int = field(default=8, metadata={"help": "Fingerprints per reconstruction step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     warmup: int = field(default=100, metadata={"help": "Warm-up steps."})
@@ -108,13 +111,14 @@ class GeneratorConfig:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        self.target_modules = tuple(self.target_modules)
+        if self.target_modules is not None:
+            self.target_modules = tuple(self.target_modules)
         for name in ("rank", "gen_rank", "fp_dim", "task_dim", "emb_dim", "hidden", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
         if self.rank > self.gen_rank:
             raise UmafError(f"rank ({self.rank}) cannot exceed gen_rank ({self.gen_rank})")
-        if not self.target_modules:
+        if self.target_modules is not None and not self.target_modules:
             raise UmafError("target_modules must name at least one module")
         if not 0 <= self.null_fraction < 1 or not 0 <= self.dropout < 1:
             raise UmafError("null_fraction and dropout must lie in [0, 1)")

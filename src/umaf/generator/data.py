@@ -100,6 +100,18 @@ def _oracle_deltas(entry: object, specs: Sequence[ModuleSpec]) -> dict[str, Tens
     return deltas
 
 
+def library_modules(target: str) -> tuple[str, ...]:
+    """The ``target_modules`` the oracles of ``target`` adapt (UmafError if none or if they differ)."""
+    from umaf.lora import library
+
+    found = {tuple(e.config.target_modules) for e in library(target)}
+    if not found:
+        raise UmafError(f"no oracle library for {target}; run `umaf train lora --target {target} ...` first")
+    if len(found) > 1:
+        raise UmafError(f"the oracles of {target} adapt different modules ({found}); pass target_modules")
+    return found.pop()
+
+
 def library_targets(target: str, specs: Sequence[ModuleSpec], min_gain: float = 0.0) -> LibraryTargets:
     """The oracle library of ``target`` as :class:`LibraryTargets` (UmafError if it is empty).
 

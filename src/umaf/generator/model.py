@@ -149,7 +149,7 @@ class AdapterGenerator(nn.Module):
         self.config, self.module_specs = config, list(modules)
         self.extractor_hash, self.task_type = extractor_hash, task_type
         self.training_report: dict[str, Any] = dict(training or {})
-        self.kinds = [k for k in config.target_modules if any(s.kind == k for s in self.module_specs)]
+        self.kinds = sorted({s.kind for s in self.module_specs})  # fixes the module-type embedding rows
         self.shapes = {k: self._kind_shape(k) for k in self.kinds}  # kind -> (in, out)
         for i, kind in enumerate(self.kinds):
             layers = [s.layer for s in self.module_specs if s.kind == kind]

@@ -40,6 +40,7 @@ from umaf.generator.data import (
     collect_fingerprints,
     default_sources,
     fingerprint_set,
+    library_modules,
     library_targets,
 )
 from umaf.generator.model import TASK_TYPES, AdapterGenerator, ModuleSpec, target_module_specs
@@ -371,7 +372,9 @@ def setup(
 
     loaded = target if isinstance(target, LoadedModel) else load(target)
     name = loaded.info.name
-    config = GeneratorConfig.from_dict({**(config or GeneratorConfig()).to_dict(), "target": name})
+    config = config or GeneratorConfig()
+    modules = config.target_modules or library_modules(name)
+    config = GeneratorConfig.from_dict({**config.to_dict(), "target": name, "target_modules": modules})
     output = Path(output) if output is not None else generator_dir(name)
     if (output / "model.safetensors").exists() and not overwrite:
         raise UmafError(f"{output} already holds a trained generator; pass --overwrite to retrain it")
