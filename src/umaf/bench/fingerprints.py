@@ -22,7 +22,7 @@ from umaf.capabilities import get_capability, list_capabilities
 from umaf.capture import capture_activations
 from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
 from umaf.extractor import CapabilityExtractor, default_extractor
-from umaf.extractor.fingerprinting import anchor_activations
+from umaf.extractor.fingerprinting import capture_channels, model_features
 from umaf.extractor.processor import anchor_texts, layer_plan, process
 from umaf.models import LoadedModel, load
 from umaf.similarity import SIMILARITIES
@@ -62,22 +62,15 @@ class Source:
 def read_source(
     loaded: LoadedModel, capabilities: Sequence[str], extractor: CapabilityExtractor
 ) -> dict[tuple[str, int], Reading]:
-    """Read every capability on both probe halves with one capture per (capability, half)."""
-    config = extractor.config
-    layers, weights = layer_plan(loaded.info.n_layers, config.depth_bins)
-    anchors = anchor_activations(loaded, layers, config)  # [captured, anchors, width]
+    """Read every capability on both probe halves; one capture serves the fingerprint and the baselines."""
     readings = {}
     for name in capabilities:
         cap = get_capability(name)
         for part in (0, 1):
-            acts = capture_activations(
-                loaded.model, loaded.tokenizer, cap.probe_texts(part=part), layers=layers,
-                pooling=config.pooling, max_length=config.max_length, progress=False,
-            )  # [captured, probes, width]  # fmt: skip
-            vector = extractor.encode(process(acts, anchors, weights, config).features)
-            readings[name, part] = Reading(
-                vector, float(extractor.competence(vector[None])[0]), acts[-1]
-            )  # fmt: skip
+            processed = model_features(loaded, cap.probe_texts(part=part), extractor.config, progress=False)
+            vector = extractor.encode(processed.features)  # [512]
+            competence = float(extractor.competence(vector[None])[0].detach())
+            readings[name, part] = Reading(vector, competence, processed.activations[-1])
     return readings
 
 
@@ -220,18 +213,19 @@ def overhead_ratio(loaded: LoadedModel, extractor: CapabilityExtractor, texts: l
     """Extractor time (processor + network) over capture time (probes + anchors) on one model."""
     cfg = extractor.config
     layers, weights = layer_plan(loaded.info.n_layers, cfg.depth_bins)
+    anchors = anchor_texts(cfg.n_anchors)
 
     def capture(batch: list[str]) -> Tensor:
-        return capture_activations(
-            loaded.model, loaded.tokenizer, batch, layers=layers, pooling=cfg.pooling,
-            max_length=cfg.max_length, progress=False,
-        )  # fmt: skip
+        return capture_channels(loaded, batch, layers, cfg, progress=False)  # [channels, layers, texts, W]
 
-    anchors = anchor_texts(cfg.n_anchors)
-    acts, anchor_acts = capture(texts), capture(anchors)
+    probe_acts, anchor_acts = capture(texts), capture(anchors)
+    prompts = (probe_acts[1], anchor_acts[1]) if cfg.delta else (None, None)
+
+    def extract() -> Tensor:
+        return extractor.encode(process(probe_acts[0], anchor_acts[0], weights, cfg, *prompts).features)
+
     capture_s = _median_seconds(lambda: (capture(texts), capture(anchors)))
-    extract_s = _median_seconds(lambda: extractor.encode(process(acts, anchor_acts, weights, cfg).features))
-    return extract_s / capture_s
+    return _median_seconds(extract) / capture_s
 
 
 def measure_overhead(extractor: CapabilityExtractor) -> dict[str, float]:

@@ -31,7 +31,7 @@ def default_extractor_dir() -> Path:
     return cache_dir() / "extractor" / "default"
 
 
-def _capture(
+def capture_channels(
     loaded: LoadedModel, texts: list[str], layers: list[int], config: ExtractorConfig, **kwargs
 ) -> Tensor:
     """``[channels, layers, texts, width]``: activations of ``texts`` and (``config.delta``) their prompts."""
@@ -51,7 +51,9 @@ def anchor_activations(
     key = (tuple(layers), tuple(texts), config.pooling, config.max_length, config.delta)
     per_model = _ANCHOR_CACHE.setdefault(loaded.model, {})
     if key not in per_model:
-        per_model[key] = _capture(loaded, texts, layers, config, batch_size=batch_size, progress=False)
+        per_model[key] = capture_channels(
+            loaded, texts, layers, config, batch_size=batch_size, progress=False
+        )
     return per_model[key]
 
 
@@ -65,7 +67,7 @@ def model_features(
 ) -> ProcessedFeatures:
     """Capture ``texts`` (only the blocks the depth bins need) and process them against the anchors."""
     layers, weights = layer_plan(loaded.info.n_layers, config.depth_bins)
-    probes = _capture(loaded, texts, layers, config, batch_size=batch_size, progress=progress)
+    probes = capture_channels(loaded, texts, layers, config, batch_size=batch_size, progress=progress)
     anchors = anchor_activations(loaded, layers, config, batch_size)  # [channels, layers, anchors, width]
     prompts = (probes[1], anchors[1]) if config.delta else (None, None)
     processed = process(probes[0], anchors[0], weights, config, *prompts)
