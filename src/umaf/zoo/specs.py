@@ -35,9 +35,9 @@ QUICK_MODELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 class TrainConfig:
     """How one zoo model is trained (AdamW, linear warm-up then cosine decay)."""
 
-    steps: int = 3000
+    steps: int = 2500
     """Optimiser steps."""
-    lr: float = 3e-3
+    lr: float = 5e-3
     """Peak learning rate."""
     batch_size: int = 32
     """Examples per step, each drawn from a uniformly chosen trained capability."""
@@ -65,13 +65,21 @@ class ZooSpec:
     """One model of the zoo, fully determined before anything is trained."""
 
     name: str
+    """``<family>-<size>-<subset>``, with ``q-`` in front for the quick zoo."""
     family: str
+    """One of ``umaf.models.TINY_FAMILIES``."""
     size: str
+    """One of ``umaf.models.TINY_SIZES``."""
     subset: str
+    """Letter of the capability subset (see :func:`rotated_halves`)."""
     trained: tuple[str, ...]
+    """Capabilities in the training mix, sorted."""
     seed: int
+    """Seed of the initial weights."""
     quick: bool = False
+    """Part of the quick zoo."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Training schedule."""
     eval_limit: int | None = None
     """Evaluate on the first ``eval_limit`` examples of each eval split (None: all of them)."""
 
