@@ -258,9 +258,9 @@ def test_training_smoke_run(
 
     monkeypatch.setattr(train_module, "model_features", spy)
     config = train_module.TrainConfig(
-        extractor=SMALL, real_models=(), capabilities=("add", "reverse", "sentiment", "plural"),
+        extractor=SMALL, real_models=(), random_tiny=0, capabilities=("add", "reverse", "sentiment"),
         families=("add_k", "caesar"), n_family_instances=1, n_val_instances=1, steps=20,
-        classes_per_batch=6, views_per_class=3, lr=3e-3, warmup=3, val_every=10, progress=False,
+        classes_per_batch=5, views_per_class=3, lr=3e-3, warmup=3, val_every=10, progress=False,
     )  # fmt: skip
     extractor = train_module.train_extractor(config, output=tmp_path / "ext")
     report = extractor.train_report
@@ -304,3 +304,10 @@ def test_model_features_keeps_the_activations(tiny_bert) -> None:
     processed = model_features(tiny_bert, get_capability("plural").probe_texts(n=5), SMALL, progress=False)
     layers, _ = layer_plan(tiny_bert.info.n_layers, SMALL.depth_bins)
     assert processed.activations.shape == (len(layers), 5, tiny_bert.info.width)
+
+
+def test_random_tiny_models_skip_held_out_families() -> None:
+    models = train_module.random_tiny_models(2)
+    assert len(models) == 2 * 4 and not any(m.family in HELD_OUT_FAMILIES for m in models)
+    loaded = train_module.load_model(models[0].name)
+    assert loaded.info.family == models[0].family and models[0].group == f"tiny-{models[0].family}"

@@ -62,7 +62,7 @@ class TrainConfig:
         default=None, metadata={"help": "Parametric families to draw instances from (default: all of them)."}
     )
     random_tiny: int = field(
-        default=0,
+        default=2,
         metadata={"help": "Randomly initialised tiny models per non-held-out family (augmentation)."},
     )
     n_family_instances: int = field(
