@@ -165,8 +165,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         return _cmd_train_fusion(args)
     from umaf.extractor import TrainConfig, train_extractor
 
+    from umaf.extractor.fingerprinting import default_extractor_dir
+
     config = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
-    train_extractor(config, models=args.models, output=args.output, overwrite=args.overwrite)
+    output = args.output or default_extractor_dir()
+    train_extractor(config, models=args.models, output=output, overwrite=args.overwrite)
+    print(f"saved the extractor to {output}", file=sys.stderr)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:

@@ -16,13 +16,18 @@ Suite = Callable[[bool], dict[str, Any]]
 SUITES: Registry[Suite] = Registry("benchmark suite")
 
 
-def run_benchmark(suite: str, json_path: str | Path, quick: bool = False, overwrite: bool = False) -> dict:
-    """Run one suite, write its results to ``json_path`` and print its markdown table."""
-    from umaf.bench import fingerprints  # noqa: F401  (registers the suite)
+def run_benchmark(
+    suite: str, json_path: str | Path, quick: bool = False, overwrite: bool = False, target: str | None = None
+) -> dict:
+    """Run one suite, write its results to ``json_path`` and print its markdown table.
+
+    ``target`` names the target model of the suites that generate adapters (the others take none).
+    """
+    from umaf.bench import fingerprints, fusion, size, transfer  # noqa: F401  (registers the suites)
 
     run = SUITES.get(suite)
     check_writable(json_path, overwrite)
-    results = run(quick)
+    results = run(quick) if target is None else run(quick, target=target)
     results = {"suite": suite, "umaf_version": __version__, "quick": quick, **results}
     with atomic_path(json_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
