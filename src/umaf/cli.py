@@ -164,7 +164,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.component == "fusion":
         return _cmd_train_fusion(args)
     from umaf.extractor import TrainConfig, train_extractor
-
     from umaf.extractor.fingerprinting import default_extractor_dir
 
     config = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
