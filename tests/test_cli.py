@@ -147,3 +147,25 @@ def test_console_script_exit_code(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("umaf: error: ") and "Traceback" not in proc.stderr
+
+
+def test_train_lora_then_eval_with_the_adapter(capsys, tiny_dir, tmp_path):
+    adapter = tmp_path / "oracle"
+    code, _, _ = run_cli(
+        capsys, "train", "lora", "--target", tiny_dir, "-c", "parity", "--steps", "2", "-o", adapter
+    )
+    assert code == 0 and (adapter / "adapter_config.json").is_file()
+    code, out, _ = run_cli(capsys, "eval", tiny_dir, "--adapter", adapter, "-c", "parity", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["capability"] == "parity" and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_generate_without_a_trained_generator_says_how_to_train_one(
+    capsys, tiny_dir, extractor_dir, tmp_path
+):
+    fp = tmp_path / "fp.safetensors"
+    assert fingerprint_cli(capsys, tiny_dir, extractor_dir, fp)[0] == 0
+    code, _, err = run_cli(capsys, "generate", fp, "--target", "zoo:nothing", "-o", tmp_path / "adapter")
+    assert_one_line_error(code, err, "umaf train generator --target zoo:nothing")
+    assert not (tmp_path / "adapter").exists()

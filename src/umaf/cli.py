@@ -39,8 +39,17 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     matrix = similarity_matrix(args.metric, [fp.vector for fp in fps])
     labels = [f"{fp.meta['model']}:{fp.meta['capability']}" for fp in fps]
     if args.json:
-        print(json.dumps({"metric": args.metric, "higher_is_better": metric.higher_is_better,
-                          "labels": labels, "matrix": matrix.tolist()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "metric": args.metric,
+                    "higher_is_better": metric.higher_is_better,
+                    "labels": labels,
+                    "matrix": matrix.tolist(),
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_matrix(labels, matrix.tolist()))
 
@@ -85,8 +94,10 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
         trained = [e.accuracy[c] for c in e.trained if c in e.accuracy]
         other = [a for c, a in e.accuracy.items() if c not in e.trained]
         mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-        print(f"{e.name:14} {e.family:8} {e.size:3} trained on {len(e.trained):2} capabilities  "
-              f"acc trained {mean(trained):.2f}  untrained {mean(other):.2f}")
+        print(
+            f"{e.name:14} {e.family:8} {e.size:3} trained on {len(e.trained):2} capabilities  "
+            f"acc trained {mean(trained):.2f}  untrained {mean(other):.2f}"
+        )
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
@@ -158,11 +169,63 @@ def _cmd_train_fusion(args: argparse.Namespace) -> None:
           f"trained gate {r['val_cosine_gate']:.3f}", file=sys.stderr)  # fmt: skip
 
 
+def _cmd_train_lora(args: argparse.Namespace) -> None:
+    from umaf.lora import train_oracle
+
+    if not args.target or not args.capability:
+        raise UmafError("train lora needs --target MODEL and --capability NAME")
+    config = {"steps": args.steps} if args.steps else None
+    path = train_oracle(args.target, args.capability, config, output=args.output, overwrite=args.overwrite)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _cmd_train_generator(args: argparse.Namespace) -> None:
+    from umaf.generator import GeneratorConfig, train_generator
+
+    if not args.target:
+        raise UmafError("train generator needs --target MODEL")
+    config = GeneratorConfig(steps=args.steps) if args.steps else None
+    train_generator(args.target, config, output=args.output, overwrite=args.overwrite)
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.generator import AdapterGenerator, default_generator, generate_adapter
+    from umaf.io import check_writable
+
+    check_writable(args.output, args.overwrite)
+    fp = Fingerprint.load(args.fingerprint)
+    generator = (
+        AdapterGenerator.from_pretrained(args.generator) if args.generator else default_generator(args.target)
+    )
+    path = generate_adapter(
+        fp, generator, args.output, rank=args.rank, overwrite=args.overwrite, target=args.target
+    )
+    print(f"wrote {path} (PEFT LoRA for {args.target})", file=sys.stderr)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from umaf.evaluation import evaluate, perplexity
+    from umaf.models import load
+
+    loaded = load(args.model, allow_download=args.allow_download)
+    result = {"model": args.model, "adapter": str(args.adapter) if args.adapter else None}
+    result["capability"] = args.capability
+    result["accuracy"] = evaluate(loaded, args.capability, args.adapter)
+    if args.perplexity:
+        result["perplexity"] = perplexity(loaded, args.adapter)
+    print(json.dumps(result, indent=2) if args.json else "  ".join(f"{k}={v}" for k, v in result.items()))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     if args.component == "interpolator":
         return _cmd_train_interpolator(args)
     if args.component == "fusion":
         return _cmd_train_fusion(args)
+    if args.component == "lora":
+        return _cmd_train_lora(args)
+    if args.component == "generator":
+        return _cmd_train_generator(args)
     from umaf.extractor import TrainConfig, train_extractor
     from umaf.extractor.fingerprinting import default_extractor_dir
 
@@ -265,8 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_fuse)
 
+    p = sub.add_parser("generate", help="turn a fingerprint into a PEFT LoRA adapter for a target model")
+    p.add_argument("fingerprint", type=Path, help="fingerprint file (.safetensors)")
+    p.add_argument("--target", required=True, help="target model the generator was trained for")
+    p.add_argument("--rank", type=int, help="LoRA rank (default: the generator's)")
+    p.add_argument("--generator", type=Path, help="trained generator folder (default: the cached one)")
+    p.add_argument("--output", "-o", required=True, type=Path, help="adapter folder to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("eval", help="accuracy of a model (optionally with an adapter) on a capability")
+    p.add_argument("model", help="alias, zoo:<name>, local folder or Hugging Face id")
+    p.add_argument("--adapter", type=Path, help="PEFT adapter folder")
+    p.add_argument("--capability", "-c", required=True, help="built-in name, family:param or .jsonl file")
+    p.add_argument("--perplexity", action="store_true", help="also perplexity on the shipped general text")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--allow-download", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
     p = sub.add_parser("train", help="train a UMAF component")
-    p.add_argument("component", choices=("extractor", "interpolator", "fusion"))
+    p.add_argument("component", choices=("extractor", "interpolator", "fusion", "lora", "generator"))
+    p.add_argument("--target", help="lora, generator: target model")
+    p.add_argument("--capability", "-c", help="lora: capability to train")
     p.add_argument("--output", "-o", type=Path, help="folder (default: the cached default extractor)")
     p.add_argument("--models", nargs="+", help="source models (default: zoo + minilm + smollm2)")
     p.add_argument("--steps", type=int, help="optimisation steps")
@@ -285,8 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write a self-contained HTML report of fingerprints and benchmarks")
     p.add_argument("fingerprints", nargs="+", type=Path, help="fingerprint files (.safetensors)")
-    p.add_argument("--bench", nargs="+", action="extend", type=Path, default=[], metavar="JSON",
-                   help="benchmark result files from `umaf bench` (repeatable)")
+    p.add_argument(
+        "--bench",
+        nargs="+",
+        action="extend",
+        type=Path,
+        default=[],
+        metavar="JSON",
+        help="benchmark result files from `umaf bench` (repeatable)",
+    )
     p.add_argument("--metric", default="cosine", help="similarity for the heatmap: cosine, kl or pearson")
     p.add_argument("--output", "-o", required=True, type=Path, help="report file (.html)")
     p.add_argument("--png-dir", type=Path, help="also save every chart there as a 200-dpi PNG")
