@@ -84,7 +84,7 @@ def stand_in_toolkit(tmp_path: Path) -> fusion_bench.Toolkit:
         (oracles[cap] / "made.json").write_text(json.dumps({"caps": [cap], "oracle": True}))
     return fusion_bench.Toolkit(
         target="zoo:llama-m-a", generate=generate, evaluate=evaluate, fingerprint=stand_in_fp,
-        oracles=oracles, zoo=zoo_entries(tmp_path), merge=merge,
+        oracles=oracles, zoo=zoo_entries(tmp_path), merge=merge, target_family="llama",
     )  # fmt: skip
 
 
@@ -123,6 +123,17 @@ def test_fusion_suite_figures_with_stand_ins(tmp_path: Path) -> None:
     assert set(record["accuracy"]) == {*query_free, "peft_linear", "peft_ties", "peft_dare_linear"}
     assert len({s.split("-")[0] for s in record["sources"]}) == len(record["capabilities"])
     assert 0 < record["fused_norm"]["fused_average"] < record["fused_norm"]["fused_slerp"] + 1e-6
+
+
+def test_recorded_gains_preselect_capabilities(tmp_path: Path) -> None:
+    kit = stand_in_toolkit(tmp_path)
+    measured = []
+    evaluate = kit.evaluate
+    kit.evaluate = lambda cap, adapter: measured.append(cap) or evaluate(cap, adapter)
+    kit.recorded_gain = {"reverse": 0.0, "uppercase": 0.9, "add": 0.5, "plural": 0.7}
+    caps, base, oracle = fusion_bench.reference_accuracies(kit, quick=True)
+    assert caps == ["uppercase", "plural", "add"] and set(measured) == set(caps)
+    assert base == dict.fromkeys(caps, BASE) and oracle == dict.fromkeys(caps, ORACLE)
 
 
 def test_fusion_suite_needs_learnable_capabilities(tmp_path: Path) -> None:
@@ -208,7 +219,7 @@ def test_size_suite_figures_with_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
     interpolator = SizeInterpolator(InterpolatorConfig(hidden=8, extractor_hash="x"))
     interpolator.train_report = {"families": ["gpt2", "llama"], "held_out_sizes": ["s"], "capabilities": []}
     monkeypatch.setattr(size_bench, "default_interpolator", lambda: interpolator)
-    monkeypatch.setattr(size_bench, "resolve_toolkit", lambda target: stand_in_toolkit(tmp_path))
+    monkeypatch.setattr(size_bench, "resolve_toolkit", lambda target, **_: stand_in_toolkit(tmp_path))
     monkeypatch.setattr(size_bench, "size_samples", lambda interp, quick: size_samples())
     monkeypatch.setattr(size_bench, "_target_scale", lambda kit: Scale(PARAMS["m"], 4, 96))
     results = size_bench.bench_size(quick=True)

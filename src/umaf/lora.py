@@ -200,7 +200,8 @@ def library(target: str) -> list[OracleEntry]:
     root = library_dir(target)
     if not root.is_dir():
         return []
-    paths = [p for p in root.iterdir() if p.is_dir() and read_oracle_meta(p) is not None]
+    # folders starting with "." are atomic writes in progress
+    paths = [p for p in root.iterdir() if not p.name.startswith(".") and read_oracle_meta(p) is not None]
     return sorted((OracleEntry.from_dir(p) for p in paths), key=lambda e: e.capability)
 
 

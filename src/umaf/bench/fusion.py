@@ -34,6 +34,7 @@ MERGES = ("linear", "ties", "dare_linear")
 MERGE_DENSITY = 0.5  # kept share of each task vector for ties / dare_linear
 MIN_ORACLE_GAIN = 0.2  # capabilities the target can learn: oracle - base accuracy
 MIN_SINGLE_GAIN = 0.05  # below this a kept fraction is noise and is not computed
+QUICK_EVAL_LIMIT = 32  # eval examples per capability in a quick run
 TARGETS = {"m4_keep_fraction": ">= 0.9", "m4_best_peft_merge_keep_fraction": "< m4_keep_fraction"}
 
 
@@ -48,6 +49,8 @@ class Toolkit:
     oracles: dict[str, Path] = field(default_factory=dict)  # capability -> oracle LoRA folder
     zoo: list = field(default_factory=list)  # umaf.zoo.ZooEntry of the full zoo
     merge: Callable[[Sequence[Path], str, float, Path], Path] | None = None  # PEFT merge (see peft_merge)
+    target_family: str = ""  # the target's model family (sources of it are picked last)
+    recorded_gain: dict[str, float] = field(default_factory=dict)  # oracle gain recorded in the library
 
     def merged(self, adapters: Sequence[Path], combination: str, weight: float, output: Path) -> Path:
         """A PEFT merge of ``adapters``: ``merge`` if set, else :func:`peft_merge` on the target."""
@@ -56,8 +59,9 @@ class Toolkit:
         return peft_merge(self.target, adapters, combination, weight, output)
 
 
-def resolve_toolkit(target: str) -> Toolkit:
-    """The real toolkit; a UmafError naming the command to run for whatever is missing."""
+def resolve_toolkit(target: str, eval_limit: int | None = None) -> Toolkit:
+    """The real toolkit (``eval_limit``: first eval examples only); a UmafError naming the command to
+    run for whatever is missing."""
     from umaf.interpolator.data import model_fingerprints, require_default_extractor, require_zoo
 
     zoo = require_zoo()
@@ -81,10 +85,12 @@ def resolve_toolkit(target: str) -> Toolkit:
     return Toolkit(
         target=target,
         generate=lambda fp, out: generate_adapter(fp, generator, out),
-        evaluate=lambda cap, adapter: evaluate(loaded, cap, adapter),
+        evaluate=lambda cap, adapter: evaluate(loaded, cap, adapter, limit=eval_limit),
         fingerprint=lambda entry, cap: model_fingerprints(entry, [cap], extractor)[0],
         oracles={e.capability: Path(e.path) for e in entries},
         zoo=list(zoo),
+        target_family=loaded.info.family,
+        recorded_gain={e.capability: e.gain for e in entries},
     )
 
 
@@ -149,9 +155,13 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str, float], dict[str, float]]:
-    """Seen capabilities with an oracle LoRA the target learns from (gain >= MIN_ORACLE_GAIN), largest
-    gain first, with base and oracle accuracy of every capability measured."""
+    """Seen capabilities whose oracle LoRA teaches the target (gain >= MIN_ORACLE_GAIN), largest gain
+    first (4 quick, else 8), with their base and oracle accuracy measured in this run. Candidates are
+    pre-ranked by the gain the library recorded when it has one (saves measuring every oracle)."""
     caps = sorted(c for c in kit.oracles if c not in HELD_OUT_CAPABILITIES)
+    if kit.recorded_gain:
+        caps = [c for c in caps if kit.recorded_gain.get(c, 1.0) >= MIN_ORACLE_GAIN]
+        caps = sorted(caps, key=lambda c: -kit.recorded_gain.get(c, 1.0))[: 6 if quick else 12]
     base = {c: kit.evaluate(c, None) for c in tqdm(caps, desc="base accuracy", leave=False)}
     oracle = {c: kit.evaluate(c, kit.oracles[c]) for c in tqdm(caps, desc="oracle accuracy", leave=False)}
     learnable = sorted(
@@ -269,13 +279,12 @@ def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
         raise UmafError(
             f"only {len(caps)} capabilities gain >= {MIN_ORACLE_GAIN} from an oracle on {kit.target}"
         )
-    target_family = _target_family(kit)
     weights = (1.0,) if quick else (1.0, 0.5)
     records = []
     with tempfile.TemporaryDirectory(prefix="umaf-bench-fusion-") as tmp:
         singles = SingleAdapters(kit, Path(tmp))
         for i, combo in enumerate(tqdm(plan_combinations(caps, quick), desc="fusion combinations")):
-            sources = pick_sources(combo, kit.zoo, target_family)
+            sources = pick_sources(combo, kit.zoo, kit.target_family)
             if sources is None:
                 continue
             folder = Path(tmp) / f"combo-{i}"
@@ -291,15 +300,10 @@ def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
     }
 
 
-def _target_family(kit: Toolkit) -> str:
-    name = kit.target.removeprefix("zoo:")
-    return next((e.family for e in kit.zoo if e.name == name), "")
-
-
 @SUITES.register("fusion")
 def bench_fusion(quick: bool, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """M4 on ``target``: fused-fingerprint adapters vs single adapters, PEFT merges and base."""
-    results = run_fusion(resolve_toolkit(target), quick)
+    results = run_fusion(resolve_toolkit(target, eval_limit=QUICK_EVAL_LIMIT if quick else None), quick)
     results.update(gate_figures(quick))
     results["target"] = target
     results["targets"] = TARGETS

@@ -23,7 +23,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from umaf.bench import SUITES
-from umaf.bench.fusion import DEFAULT_TARGET, Toolkit, reference_accuracies, resolve_toolkit
+from umaf.bench.fusion import (
+    DEFAULT_TARGET,
+    QUICK_EVAL_LIMIT,
+    Toolkit,
+    reference_accuracies,
+    resolve_toolkit,
+)
 from umaf.config import HELD_OUT_CAPABILITIES
 from umaf.errors import UmafError
 from umaf.interpolator import SizeInterpolator, default_interpolator, evaluate_pairs, interpolate, make_pairs
@@ -146,7 +152,7 @@ def _target_scale(kit: Toolkit) -> Scale:
 def bench_size(quick: bool, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """M5: interpolated vs identity cosine on held-out sizes, and transfer recovery across sizes."""
     interpolator = default_interpolator()
-    kit = resolve_toolkit(target)
+    kit = resolve_toolkit(target, eval_limit=QUICK_EVAL_LIMIT if quick else None)
     torch.manual_seed(0)
     results = cosine_figures(interpolator, size_samples(interpolator, quick))
     results.update(transfer_figures(kit, interpolator, quick))

@@ -131,10 +131,11 @@ def require_default_extractor():
 
 
 def require_zoo(families: Sequence[str] | None = None, min_sizes: int = 1) -> list:
-    """Full-zoo entries (optionally of ``families``); a UmafError naming the build command if absent."""
+    """Zoo entries (the full zoo, else the quick one; optionally only ``families``) with at least
+    ``min_sizes`` sizes in some family; a UmafError naming the build command otherwise."""
     from umaf.zoo import list_zoo
 
-    entries = [e for e in list_zoo() if families is None or e.family in families]
+    entries = [e for e in (list_zoo() or list_zoo(quick=True)) if families is None or e.family in families]
     sizes: dict[str, set[str]] = {}
     for e in entries:
         sizes.setdefault(e.family, set()).add(e.size)
