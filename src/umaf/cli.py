@@ -266,10 +266,21 @@ def _load_bench(path: Path) -> dict:
     return data
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from umaf.demo import run_demo
+def _cmd_run(args: argparse.Namespace) -> None:
+    import dataclasses
 
-    run_demo(args.output, quick=args.quick, overwrite=args.overwrite)
+    from umaf.pipeline import EXAMPLES_DIR, check_ready, load_pipeline, print_summary, run_pipeline
+
+    spec = load_pipeline(args.pipeline if args.command == "run" else EXAMPLES_DIR / "demo.yaml")
+    if args.output is not None:
+        spec = dataclasses.replace(spec, output=args.output)
+    if args.check:
+        check_ready(spec, args.overwrite)
+        adapter = f", an adapter for {spec.adapter.target}" if spec.adapter else ""
+        print(f"{spec.origin}: valid; {len(spec.fingerprints)} fingerprints{adapter}", file=sys.stderr)
+        return
+    results = run_pipeline(spec, overwrite=args.overwrite)
+    print_summary(results, spec.output)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,11 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report and PNGs")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("demo", help="fingerprint the embedded models and compare them")
-    p.add_argument("--output", "-o", type=Path, default=Path("demo-out"), help="output folder")
-    p.add_argument("--quick", action="store_true", help="fewer capabilities")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_demo)
+    for name, text in (
+        ("run", "run a pipeline file (fingerprint, compare, fuse, generate, evaluate, report)"),
+        ("demo", "run the demo pipeline (examples/demo.yaml) on the embedded models"),
+    ):
+        p = sub.add_parser(name, help=text)
+        if name == "run":
+            p.add_argument("pipeline", type=Path, help="pipeline file (.yaml); see examples/")
+        p.add_argument("--output", "-o", type=Path, help="output folder (default: the file's `output`)")
+        p.add_argument(
+            "--check", action="store_true", help="validate the pipeline and what it needs, then stop"
+        )
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        p.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -1,0 +1,315 @@
+"""Running a pipeline: fingerprint -> compare -> interpolate -> fuse -> generate -> evaluate -> report.
+
+Everything goes to a temporary sibling of the output folder, which replaces it only when every stage
+succeeded: ``fingerprints/``, ``adapter/`` (PEFT), ``results.json``, ``report.html`` and the
+``pipeline.yaml`` that was run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from umaf.fingerprint import Fingerprint
+from umaf.io import atomic_path
+from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready
+
+Fingerprints = dict[tuple[str, str], Fingerprint]
+
+
+def _say(message: str) -> None:
+    tqdm.write(f"umaf: {message}", file=sys.stderr)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def fingerprint_all(
+    spec: PipelineSpec, extractor: Any, folder: Path, keep: str | None = None
+) -> tuple[Fingerprints, Any]:
+    """Fingerprint every (model, capability) of ``spec``, loading each model once; save them in ``folder``.
+
+    Returns the fingerprints and the loaded model named ``keep`` (the target, when it is also a source),
+    so that it is not loaded twice.
+    """
+    from umaf.extractor import fingerprint
+    from umaf.models import load
+
+    by_model: dict[str, list[str]] = {}
+    for ref in spec.fingerprints:
+        by_model.setdefault(ref.model, []).append(ref.capability)
+    fps: Fingerprints = {}
+    kept = None
+    bar = tqdm(total=len(spec.fingerprints), desc="fingerprints", unit="fp")
+    for model, caps in by_model.items():
+        loaded = load(model)
+        for cap in caps:
+            bar.set_postfix_str(f"{model}:{cap}")
+            fp = fingerprint(loaded, cap, extractor, progress=False)
+            fp.save(folder / f"{_slug(model)}-{_slug(cap)}.safetensors")
+            fps[model, cap] = fp
+            bar.update()
+        if model == keep:
+            kept = loaded
+    bar.close()
+    return fps, kept
+
+
+def similarity_table(fps: Fingerprints, metric: str) -> dict[str, Any]:
+    """The ``metric`` matrix between all fingerprints, with their labels."""
+    from umaf.similarity import similarity_matrix
+
+    labels = [f"{model}:{cap}" for model, cap in fps]
+    matrix = similarity_matrix(metric, [fp.vector for fp in fps.values()])
+    return {
+        "metric": metric,
+        "labels": labels,
+        "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
+    }
+
+
+def prepare_target(spec: PipelineSpec) -> list[str]:
+    """With ``train_missing``: train the target's oracle library and generator, and the interpolator,
+    where they are missing (each is cached). Returns what was trained, for the results."""
+    from umaf.generator.config import generator_dir
+
+    adapter = spec.adapter
+    trained: list[str] = []
+    if adapter is None or not spec.train_missing:
+        return trained
+    if not (generator_dir(adapter.target) / "model.safetensors").is_file():
+        from umaf.generator import train_generator
+        from umaf.lora import build_library
+
+        _say(
+            f"no generator for {adapter.target} yet: training oracle LoRAs on {', '.join(adapter.library)} "
+            "and then the generator; both are cached, so this happens once"
+        )
+        build_library(adapter.target, adapter.library)
+        train_generator(adapter.target)
+        trained.append(f"generator for {adapter.target} (oracles: {', '.join(adapter.library)})")
+    if adapter.interpolate is True:
+        from umaf.interpolator import default_interpolator_dir, train_interpolator
+        from umaf.interpolator.model import WEIGHTS_NAME
+
+        if not (default_interpolator_dir() / WEIGHTS_NAME).is_file():
+            _say("no size interpolator yet: training it on the zoo (cached)")
+            train_interpolator(output=default_interpolator_dir())
+            trained.append("size interpolator")
+    return trained
+
+
+def _interpolator_for(spec: PipelineSpec, extractor_hash: str) -> tuple[Any, str]:
+    """The interpolator the adapter stage uses (or None) and why."""
+    from umaf.interpolator import default_interpolator, default_interpolator_dir
+    from umaf.interpolator.model import WEIGHTS_NAME
+
+    mode = spec.adapter.interpolate if spec.adapter else False
+    if mode is False:
+        return None, "off"
+    if mode == "auto" and not (default_interpolator_dir() / WEIGHTS_NAME).is_file():
+        return None, "skipped: no trained interpolator (`umaf train interpolator`)"
+    interpolator = default_interpolator()
+    trained_on = interpolator.config.extractor_hash
+    if mode == "auto" and trained_on not in (None, extractor_hash):
+        return None, f"skipped: the interpolator was trained on another extractor ({trained_on})"
+    return interpolator, "on"
+
+
+def adapter_fingerprint(
+    spec: PipelineSpec, fps: Fingerprints, target: Any, folder: Path
+) -> tuple[Fingerprint, dict[tuple[str, str], Fingerprint], dict[str, Any]]:
+    """The fingerprint the adapter is generated from: each source moved to the target's scale (when
+    interpolation is on), then fused. Returns it, the per-source fingerprints used, and a summary."""
+    from umaf.fusion import fuse
+    from umaf.interpolator import interpolate
+
+    adapter = spec.adapter
+    assert adapter is not None
+    first = fps[adapter.sources[0].key]
+    interpolator, status = _interpolator_for(spec, first.meta.get("extractor_hash", ""))
+    used: dict[tuple[str, str], Fingerprint] = {}
+    for ref in adapter.sources:
+        fp = fps[ref.key]
+        if interpolator is not None:
+            fp = interpolate(fp, target, interpolator=interpolator)
+            fp.save(
+                folder
+                / f"{_slug(ref.model)}-{_slug(ref.capability)}-at-{_slug(target.info.name)}.safetensors"
+            )
+        used[ref.key] = fp
+    weights = [ref.weight for ref in adapter.sources]
+    vectors = list(used.values())
+    fused = fuse(vectors, weights=weights, mode=adapter.fusion, query=adapter.query)
+    fused.save(folder / "fused.safetensors")
+    summary = {
+        "interpolation": status,
+        "fusion_mode": adapter.fusion,
+        "sources": fused.meta["sources"],
+        "query": adapter.query,
+    }
+    if interpolator is not None:
+        summary["target_scale"] = fused.meta.get("target_scale") or vectors[0].meta.get("target_scale")
+    return fused, used, summary
+
+
+def evaluate_stage(
+    spec: PipelineSpec,
+    target: Any,
+    adapter_dir: Path,
+    used: dict[tuple[str, str], Fingerprint],
+    generator: Any,
+) -> dict[str, Any]:
+    """Accuracy of the target on each capability: base, with the pipeline's adapter, with an adapter from
+    each single source of that capability (``singles``), and with the cached oracle (``oracle``)."""
+    from umaf.evaluation import evaluate, perplexity
+    from umaf.generator import generate_adapter
+    from umaf.lora import oracle_dir, read_oracle_meta
+
+    ev = spec.evaluate
+    assert ev is not None and spec.adapter is not None
+    name = target.info.name
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="umaf-pipeline-") as tmp:
+        for cap in tqdm(ev.capabilities, desc="evaluating", unit="capability"):
+            row: dict[str, Any] = {
+                "capability": cap,
+                "base": evaluate(target, cap, limit=ev.limit),
+                "adapter": evaluate(target, cap, adapter_dir, limit=ev.limit),
+            }
+            if ev.singles and len(spec.adapter.sources) > 1:
+                for i, ((model, source_cap), fp) in enumerate(used.items()):
+                    if source_cap == cap:
+                        single = generate_adapter(
+                            fp, generator, Path(tmp) / f"{cap}-{i}", rank=spec.adapter.rank
+                        )
+                        row[f"single {model}"] = evaluate(target, cap, single, limit=ev.limit)
+            oracle = oracle_dir(name, cap)
+            if ev.oracle and read_oracle_meta(oracle) is not None:
+                row["oracle"] = evaluate(target, cap, oracle, limit=ev.limit)
+            rows.append(row)
+    out: dict[str, Any] = {"limit": ev.limit, "split": "eval", "capabilities": rows}
+    if ev.perplexity:
+        base, adapted = perplexity(target), perplexity(target, adapter_dir)
+        out["perplexity"] = {"base": base, "adapter": adapted, "rise": adapted / base - 1}
+    return out
+
+
+def format_results(evaluation: dict[str, Any]) -> str:
+    """The evaluation rows as an aligned plain-text table (missing cells as '-')."""
+    rows = evaluation["capabilities"]
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "capability"))
+    width = max(12, *(len(c) for c in columns))
+    lines = ["capability".ljust(16) + "".join(c.rjust(width + 1) for c in columns)]
+    for row in rows:
+        cells = "".join((f"{row[c]:.3f}" if c in row else "-").rjust(width + 1) for c in columns)
+        lines.append(row["capability"].ljust(16) + cells)
+    if "perplexity" in evaluation:
+        p = evaluation["perplexity"]
+        lines.append(
+            f"perplexity on general text: base {p['base']:.2f}, with adapter {p['adapter']:.2f} "
+            f"({p['rise']:+.1%})"
+        )
+    return "\n".join(lines)
+
+
+def report_bench(results: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's evaluation as a benchmark dict the report charts (accuracy per capability)."""
+    bench: dict[str, Any] = {
+        "suite": "pipeline",
+        "title": f"{results['name']}: accuracy on {results['target']}",
+    }
+    for row in results.get("evaluation", {}).get("capabilities", []):
+        bench[row["capability"]] = {k: v for k, v in row.items() if k != "capability"}
+    return bench
+
+
+def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = None) -> dict[str, Any]:
+    """Run ``spec`` and write its output folder; returns the results (also in ``results.json``)."""
+    import yaml
+
+    from umaf.generator import default_generator, generate_adapter
+    from umaf.models import load
+    from umaf.report import write_report
+
+    check_ready(spec, overwrite)
+    start = time.perf_counter()
+    if extractor is None:
+        from umaf.extractor import default_extractor
+
+        extractor = default_extractor()
+    trained = prepare_target(spec)
+    target_name = spec.adapter.target if spec.adapter else None
+    results: dict[str, Any] = {"name": spec.name, "target": target_name, "trained_this_run": trained}
+    with atomic_path(spec.output, overwrite=overwrite, is_dir=True) as tmp:
+        fps, target = fingerprint_all(spec, extractor, tmp / "fingerprints", keep=target_name)
+        results["fingerprints"] = [f"fingerprints/{_slug(m)}-{_slug(c)}.safetensors" for m, c in fps]
+        results["similarity"] = similarity_table(fps, spec.metric)
+        report_fps = list(fps.values())
+        if spec.adapter is not None:
+            target = target if target is not None else load(spec.adapter.target)
+            fused, used, results["adapter"] = adapter_fingerprint(spec, fps, target, tmp / "fingerprints")
+            report_fps.append(fused)
+            generator = default_generator(spec.adapter.target)
+            gen_start = time.perf_counter()
+            generate_adapter(fused, generator, tmp / "adapter", rank=spec.adapter.rank)
+            results["adapter"].update(
+                path="adapter",
+                rank=spec.adapter.rank or generator.config.rank,
+                gen_seconds=round(time.perf_counter() - gen_start, 3),
+            )
+            if spec.evaluate is not None:
+                results["evaluation"] = evaluate_stage(spec, target, tmp / "adapter", used, generator)
+        results["seconds"] = round(time.perf_counter() - start, 1)
+        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (tmp / "pipeline.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+        bench = [report_bench(results)] if "evaluation" in results else []
+        write_report(
+            report_fps,
+            tmp / "report.html",
+            bench=bench,
+            metric=spec.report_metric,
+            title=f"UMAF pipeline: {spec.name}",
+        )
+    return results
+
+
+def print_summary(results: dict[str, Any], output: Path) -> None:
+    """The short table a user reads after a run."""
+    from umaf.cli import format_matrix
+
+    sim = results["similarity"]
+    print(f"{sim['metric']} similarity between fingerprints:")
+    print(format_matrix(sim["labels"], sim["matrix"]))
+    if "adapter" in results:
+        a = results["adapter"]
+        weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.2f}" for s in a["sources"])
+        print(
+            f"\nadapter for {results['target']}: {a['fusion_mode']} of {weights}; interpolation "
+            f"{a['interpolation']}; rank {a['rank']}; generated in {a['gen_seconds']:.2f} s"
+        )
+    if "evaluation" in results:
+        ev = results["evaluation"]
+        print(
+            f"\naccuracy on the eval split (first {ev['limit']} examples per capability):"
+            if ev["limit"]
+            else "\naccuracy on the eval split:"
+        )
+        print(format_results(ev))
+    for item in results["trained_this_run"]:
+        print(f"trained and cached this run: {item}", file=sys.stderr)
+    print(
+        f"\nwrote {output}/ (fingerprints, adapter, results.json, report.html) in {results['seconds']:.0f} s",
+        file=sys.stderr,
+    )
+
+
+__all__ = ["FingerprintRef", "format_results", "print_summary", "run_pipeline", "similarity_table"]
