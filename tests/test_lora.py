@@ -152,7 +152,8 @@ def test_masked_lm_target_is_refused(tiny_bert, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"rank": 0}, {"lr": -1.0}, {"steps": 0}, {"dtype": "int8"},
-                                 {"target_modules": ()}, {"dropout": 1.5}, {"eval_examples": 0}])
+                                 {"target_modules": ()}, {"dropout": 1.5}, {"eval_examples": 0},
+                                 {"replay": -1.0}, {"replay_batch": 0}])
 def test_config_validation(bad: dict) -> None:
     with pytest.raises(UmafError, match="oracle config"):
         OracleConfig(**bad)
@@ -225,3 +226,24 @@ def test_half_an_adapter_is_corrupt(oracle: Path, tmp_path: Path) -> None:
     save_file(tensors, half / "adapter_model.safetensors")
     with pytest.raises(UmafError, match="missing or mismatched"):
         delta_weights(half)
+
+
+def test_replay_text_is_disjoint_from_the_perplexity_set(tiny_llama, tiny_t5) -> None:
+    from umaf.evaluation import general_texts
+    from umaf.lora import replay_items
+
+    items = replay_items(tiny_llama, max_length=32)
+    assert len(items) >= 50 and all(it.input_ids == it.labels and 0 < len(it.input_ids) <= 32 for it in items)
+    replay = (Path(__file__).parents[1] / "src/umaf/data/replay.txt").read_text().splitlines()
+    assert not set(replay) & set(general_texts())
+    assert replay_items(tiny_t5, max_length=32) == []  # only causal LMs read general text
+
+
+def test_replay_changes_training_and_keeps_task_loss_reported(tiny_dir: str, tmp_path: Path) -> None:
+    plain = train_oracle(tiny_dir, "reverse", FAST, output=tmp_path / "plain")
+    replayed = train_oracle(tiny_dir, "reverse", OracleConfig(**{**FAST.to_dict(), "replay": 1.0}),
+                            output=tmp_path / "replay")  # fmt: skip
+    metas = [json.loads((p / ORACLE_FILE).read_text()) for p in (plain, replayed)]
+    assert metas[1]["config"]["replay"] == 1.0 and metas[0]["config"]["replay"] == 0.0
+    assert metas[0]["loss_curve"][0] == metas[1]["loss_curve"][0]  # same first task batch, before any update
+    assert metas[0]["loss_curve"][-1] != metas[1]["loss_curve"][-1]

@@ -37,13 +37,15 @@ from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable
 from umaf.models import LoadedModel, load
-from umaf.zoo.batches import Encoded, collate, encode_example, pad_id
+from umaf.zoo.batches import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 
 #: Metadata file written next to the PEFT files of every oracle.
 ORACLE_FILE = "oracle.json"
 #: The two files that make a plain PEFT LoRA directory.
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: General sentences for the replay loss (``data/``; disjoint from the perplexity set ``general.txt``).
+REPLAY_TEXT = "replay.txt"
 #: Models with fewer parameters than this get the tiny-model defaults of :func:`default_config`.
 TINY_PARAMS = 20_000_000
 #: Model kinds an oracle can be trained on (they must generate their answers).
@@ -82,6 +84,11 @@ class OracleConfig:
     """Seed of the LoRA initialisation and of the example order."""
     eval_examples: int | None = None
     """Eval-split examples behind the accuracies recorded in oracle.json (None: all of them)."""
+    replay: float = 0.0
+    """Weight of a language-model loss on general replay text (``data/replay.txt``, disjoint from the
+    perplexity set) added at every step of a causal LM, so the adapter keeps the target's general text."""
+    replay_batch: int = 8
+    """Replay sentences per step."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -90,6 +97,8 @@ class OracleConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise UmafError(f"oracle config: {name} must be positive, got {value}")
+        if self.replay < 0 or self.replay_batch < 1:
+            raise UmafError("oracle config: replay must be >= 0 and replay_batch >= 1")
         if self.eval_examples is not None and self.eval_examples < 1:
             raise UmafError(f"oracle config: eval_examples must be at least 1, got {self.eval_examples}")
         if not self.target_modules:
@@ -122,7 +131,7 @@ def default_config(info: Any) -> OracleConfig:
     """
     if info.n_params < TINY_PARAMS:
         return OracleConfig(steps=400, lr=5e-3, batch_size=32)
-    return OracleConfig(steps=100, lr=2e-3, batch_size=16, max_length=48)
+    return OracleConfig(steps=100, lr=2e-3, batch_size=16, max_length=48, replay=1.0)
 
 
 @dataclass(frozen=True)
@@ -260,6 +269,18 @@ def encode_train_split(loaded: LoadedModel, capability: Capability, max_length: 
     return items
 
 
+def replay_items(loaded: LoadedModel, max_length: int) -> list[Encoded]:
+    """The replay sentences as causal-LM examples (loss on every token); none for other model kinds."""
+    from importlib import resources
+
+    if loaded.info.kind != "decoder":
+        return []
+    text = (resources.files("umaf") / "data" / REPLAY_TEXT).read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    ids = [leading_specials(loaded.tokenizer) + text_ids(loaded.tokenizer, line) for line in lines]
+    return [Encoded(x[:max_length], x[:max_length]) for x in ids]
+
+
 def batch_order(n: int, config: OracleConfig) -> list[list[int]]:
     """Example indices of every step: shuffled epochs over ``n`` examples, deterministic in the seed."""
     rng = random.Random(config.seed)
@@ -281,12 +302,14 @@ def lr_factor(step: int, config: OracleConfig) -> float:
 
 
 def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleConfig,
-             progress: bool = True, desc: str = "lora") -> list[float]:
-    """Train the trainable (LoRA) parameters of ``model`` on ``items``; returns the loss of every step."""
+             progress: bool = True, desc: str = "lora", replay: Sequence[Encoded] = ()) -> list[float]:
+    """Train the trainable (LoRA) parameters of ``model`` on ``items`` (plus ``config.replay`` times the LM
+    loss on a batch of ``replay`` examples per step); returns the task loss of every step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     device = next(model.parameters()).device
+    rng = random.Random(config.seed + 1)
     model.train()
     losses: list[float] = []
     bar = tqdm(batch_order(len(items), config), disable=not progress, desc=desc, leave=False)
@@ -295,7 +318,12 @@ def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleCon
         loss = model(**batch).loss
         if not torch.isfinite(loss):
             raise UmafError(f"LoRA training diverged at step {step} (loss {float(loss)}); lower the lr")
-        loss.backward()
+        total = loss
+        if replay and config.replay > 0:
+            picked = rng.sample(range(len(replay)), min(config.replay_batch, len(replay)))
+            extra = {k: v.to(device) for k, v in collate([replay[i] for i in picked], pad).items()}
+            total = loss + config.replay * model(**extra).loss
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
@@ -351,7 +379,9 @@ def fit_oracle(loaded: LoadedModel, target: str, capability: Capability, config:
     base_seconds = time.perf_counter() - start
     with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
         start = time.perf_counter()
-        losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, capability.name)
+        replay = replay_items(loaded, config.max_length) if config.replay > 0 else []
+        pad = pad_id(loaded.tokenizer)
+        losses = fit_lora(peft_model, items, pad, config, progress, capability.name, replay)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         accuracy = eval_accuracy(LoadedModel(peft_model, loaded.tokenizer, loaded.info), capability,
