@@ -170,13 +170,22 @@ def _cmd_train_fusion(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_lora(args: argparse.Namespace) -> None:
-    from umaf.lora import train_oracle
+    from umaf.capabilities import get_capability
+    from umaf.lora import build_library, library_dir, train_oracle
 
     if not args.target or not args.capability:
-        raise UmafError("train lora needs --target MODEL and --capability NAME")
+        raise UmafError("train lora needs --target MODEL and --capability NAME [NAME ...]")
     config = {"steps": args.steps} if args.steps else None
-    path = train_oracle(args.target, args.capability, config, output=args.output, overwrite=args.overwrite)
-    print(f"wrote {path}", file=sys.stderr)
+    if len(args.capability) == 1:
+        cap = args.capability[0]
+        path = train_oracle(args.target, cap, config, output=args.output, overwrite=args.overwrite)
+        print(f"wrote {path}", file=sys.stderr)
+        return
+    if args.output is not None:
+        raise UmafError("--output takes one capability; a library goes to the oracle cache")
+    names = [get_capability(c).name for c in args.capability]  # unknown names fail before any training
+    entries = build_library(args.target, names, config, overwrite=args.overwrite)
+    print(f"{len(entries)} oracles for {args.target} in {library_dir(args.target)}", file=sys.stderr)
 
 
 def _cmd_train_generator(args: argparse.Namespace) -> None:
@@ -360,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a UMAF component")
     p.add_argument("component", choices=("extractor", "interpolator", "fusion", "lora", "generator"))
     p.add_argument("--target", help="lora, generator: target model")
-    p.add_argument("--capability", "-c", help="lora: capability to train")
+    p.add_argument("--capability", "-c", nargs="+", help="lora: capabilities to train (several: a library)")
     p.add_argument("--output", "-o", type=Path, help="folder (default: the cached default extractor)")
     p.add_argument("--models", nargs="+", help="source models (default: zoo + minilm + smollm2)")
     p.add_argument("--steps", type=int, help="optimisation steps")
