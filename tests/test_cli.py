@@ -161,6 +161,20 @@ def test_train_lora_then_eval_with_the_adapter(capsys, tiny_dir, tmp_path):
     assert result["capability"] == "parity" and 0.0 <= result["accuracy"] <= 1.0
 
 
+def test_train_lora_library_and_its_bad_input(capsys, tiny_dir, umaf_cache, tmp_path):
+    from umaf.lora import library
+
+    lora = ("train", "lora", "--target", tiny_dir, "-c", "parity")
+    code, _, err = run_cli(capsys, *lora, "flying")
+    assert_one_line_error(code, err, "flying")
+    code, _, err = run_cli(capsys, *lora, "reverse", "-o", tmp_path)
+    assert_one_line_error(code, err, "--output takes one capability")
+    assert library(tiny_dir) == []
+    code, _, err = run_cli(capsys, *lora, "reverse", "--steps", "2")
+    assert code == 0 and "2 oracles for" in err
+    assert [e.capability for e in library(tiny_dir)] == ["parity", "reverse"]
+
+
 def test_generate_without_a_trained_generator_says_how_to_train_one(
     capsys, tiny_dir, extractor_dir, tmp_path
 ):
