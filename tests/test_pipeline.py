@@ -123,6 +123,11 @@ def test_check_ready_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.M
     zoo = parse_pipeline({"sources": [{"model": "zoo:nope", "capabilities": ["plural"]}]}, "t.yaml")
     with pytest.raises(UmafError, match="zoo model 'zoo:nope' is not built"):
         check_ready(zoo)
+    sources = {"sources": [{"model": "zoo:q-gpt2-xs-b", "capabilities": ["plural"]}], "train_missing": True}
+    check_ready(parse_pipeline(sources, "t.yaml"))  # a quick-zoo model: the pipeline builds the quick zoo
+    sources["sources"][0]["model"] = "zoo:gpt2-m-b"
+    with pytest.raises(UmafError, match="zoo model 'zoo:gpt2-m-b' is not built; run `umaf zoo build`"):
+        check_ready(parse_pipeline(sources, "t.yaml"))
     (tmp_path / "out").mkdir()
     with pytest.raises(UmafError, match="output: .* exists; pass --overwrite"):
         check_ready(spec)

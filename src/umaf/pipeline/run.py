@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from umaf.fingerprint import Fingerprint
 from umaf.io import atomic_path
-from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready
+from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready, quick_zoo_missing
 
 Fingerprints = dict[tuple[str, str], Fingerprint]
 
@@ -242,6 +242,12 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = N
 
     check_ready(spec, overwrite)
     start = time.perf_counter()
+    missing = quick_zoo_missing(dict.fromkeys(ref.model for ref in spec.fingerprints))
+    if missing:  # only with train_missing (check_ready refuses them otherwise)
+        from umaf.zoo import build_zoo
+
+        _say(f"building the quick zoo for {', '.join(missing)} (about 5 minutes, cached)")
+        build_zoo(quick=True)
     if extractor is None:
         from umaf.extractor import default_extractor
 

@@ -299,15 +299,25 @@ def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
 # ------------------------------------------------------------------------------------------- readiness
 
 
-def check_model(name: str, where: str, origin: str) -> None:
+def quick_zoo_missing(names: Any) -> list[str]:
+    """The quick-zoo models among ``names`` (``zoo:<name>``) that are not built yet."""
+    from umaf.config import cache_dir
+    from umaf.zoo.specs import zoo_specs
+
+    quick = {f"zoo:{s.name}" for s in zoo_specs(quick=True)}
+    return [n for n in names if n in quick and not (cache_dir() / "zoo" / n[4:] / "config.json").is_file()]
+
+
+def check_model(name: str, where: str, origin: str, buildable: bool = False) -> None:
     """Fail if ``name`` cannot be a loadable model: unknown zoo model or missing local path.
 
     Aliases always resolve; Hugging Face ids are checked when loaded (no model is loaded here).
+    ``buildable``: a quick-zoo model that is not built yet is fine (the pipeline builds the quick zoo).
     """
     from umaf.config import cache_dir
     from umaf.models import MODEL_ALIASES
 
-    if name in MODEL_ALIASES:
+    if name in MODEL_ALIASES or (buildable and quick_zoo_missing([name])):
         return
     if name.startswith("zoo:"):
         if not (cache_dir() / "zoo" / name[4:] / "config.json").is_file():
@@ -329,7 +339,7 @@ def check_ready(spec: PipelineSpec, overwrite: bool = False) -> None:
     except UmafError as err:
         raise UmafError(f"{spec.origin}: output: {err}") from None
     for ref in spec.fingerprints:
-        check_model(ref.model, f"model {ref.model!r}", spec.origin)
+        check_model(ref.model, f"model {ref.model!r}", spec.origin, buildable=spec.train_missing)
     if spec.adapter is None:
         return
     check_model(spec.adapter.target, "adapter.target", spec.origin)
