@@ -25,8 +25,13 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
+# Needs the full zoo, the oracle libraries and the generators (see README, "Benchmark").
 bench: $(STAMP)
-	$(BIN)/umaf bench fingerprints --json bench-out/fingerprints.json
+	$(BIN)/umaf bench fingerprints --json bench-out/fingerprints.json --overwrite
+	$(BIN)/umaf bench transfer --target zoo:llama-m-a --json bench-out/transfer-llama-m-a.json --overwrite
+	$(BIN)/umaf bench transfer --target smollm2 --json bench-out/transfer-smollm2.json --overwrite
+	$(BIN)/umaf bench fusion --json bench-out/fusion.json --overwrite
+	$(BIN)/umaf bench size --json bench-out/size.json --overwrite
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
