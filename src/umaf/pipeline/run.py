@@ -207,6 +207,7 @@ def format_results(evaluation: dict[str, Any]) -> str:
     """The evaluation rows as an aligned plain-text table (missing cells as '-')."""
     rows = evaluation["capabilities"]
     columns = list(dict.fromkeys(k for row in rows for k in row if k != "capability"))
+    columns.sort(key=lambda c: c == "oracle")  # the reference last; the others keep their order
     width = max(12, *(len(c) for c in columns))
     lines = ["capability".ljust(16) + "".join(c.rjust(width + 1) for c in columns)]
     for row in rows:
