@@ -173,7 +173,8 @@ def test_format_results_aligns_missing_cells() -> None:
     assert lines[0].split() == ["capability", "base", "adapter", "oracle"]
     assert lines[1].split() == ["plural", "0.000", "0.500", "0.750"]
     assert lines[2].split() == ["antonym", "0.125", "0.250", "-"]
-    rows = [{"capability": "a", "base": 0.0, "single x": 0.5, "oracle": 1.0}, {"capability": "b", "single y": 0.25}]
+    rows = [{"capability": "a", "base": 0.0, "single x": 0.5, "oracle": 1.0}]
+    rows.append({"capability": "b", "single y": 0.25})
     assert format_results({"capabilities": rows}).splitlines()[0].split() == [
         "capability", "base", "single", "x", "single", "y", "oracle"
     ]
