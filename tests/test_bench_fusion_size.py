@@ -130,7 +130,8 @@ def test_recorded_gains_preselect_capabilities(tmp_path: Path) -> None:
     measured = []
     evaluate = kit.evaluate
     kit.evaluate = lambda cap, adapter: measured.append(cap) or evaluate(cap, adapter)
-    kit.recorded_gain = {"reverse": 0.0, "uppercase": 0.9, "add": 0.5, "plural": 0.7}
+    kit.oracles["add_k:7"] = kit.oracles["add"]  # no zoo model learnt it: no source can be read
+    kit.recorded_gain = {"reverse": 0.0, "uppercase": 0.9, "add": 0.5, "plural": 0.7, "add_k:7": 1.0}
     caps, base, oracle = fusion_bench.reference_accuracies(kit, quick=True)
     assert caps == ["uppercase", "plural", "add"] and set(measured) == set(caps)
     assert base == dict.fromkeys(caps, BASE) and oracle == dict.fromkeys(caps, ORACLE)

@@ -155,10 +155,12 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str, float], dict[str, float]]:
-    """Seen capabilities whose oracle LoRA teaches the target (gain >= MIN_ORACLE_GAIN), largest gain
-    first (4 quick, else 8), with their base and oracle accuracy measured in this run. Candidates are
-    pre-ranked by the gain the library recorded when it has one (saves measuring every oracle)."""
-    caps = sorted(c for c in kit.oracles if c not in HELD_OUT_CAPABILITIES)
+    """Seen capabilities that zoo models were trained on and whose oracle LoRA teaches the target (gain >=
+    MIN_ORACLE_GAIN), largest gain first (4 quick, else 8), with their base and oracle accuracy measured in
+    this run. Candidates are pre-ranked by the gain the library recorded when it has one (saves measuring
+    every oracle)."""
+    readable = {c for e in kit.zoo for c in e.trained}  # a fused source must have learnt its capability
+    caps = sorted(c for c in kit.oracles if c not in HELD_OUT_CAPABILITIES and c in readable)
     if kit.recorded_gain:
         caps = [c for c in caps if kit.recorded_gain.get(c, 1.0) >= MIN_ORACLE_GAIN]
         caps = sorted(caps, key=lambda c: -kit.recorded_gain.get(c, 1.0))[: 6 if quick else 12]
