@@ -62,7 +62,7 @@ def test_parse_fills_defaults_and_adds_fused_sources() -> None:
         ("smollm2", "antonym"),
     ]
     assert [r.weight for r in spec.adapter.sources] == [2.0, 1.0]
-    assert spec.adapter.fusion == "average" and spec.adapter.interpolate == "auto"
+    assert spec.adapter.fusion == "average" and spec.adapter.interpolate is False
     assert spec.evaluate.capabilities == ("plural", "antonym") and spec.evaluate.limit == 8
     assert spec.output == Path("t-out") and spec.metric == "cosine"
 

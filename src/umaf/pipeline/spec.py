@@ -16,7 +16,7 @@ Parsing checks every key and value and names the offending key (``adapter.from[1
       from:                       # fingerprints to fuse (added to the sources when missing there)
         - {model: minilm, capability: plural, weight: 1}
       fusion: average             # any registered fusion mode; gated takes `query`
-      interpolate: auto           # true | false | auto (when a trained interpolator exists)
+      interpolate: false          # true | false | auto (when a trained interpolator exists)
     evaluate: {capabilities: [plural], limit: 32, oracle: true, singles: true, perplexity: false}
     report: {metric: cosine}
     train_missing: false          # train missing oracles, generator and interpolator, then cache them
@@ -63,7 +63,7 @@ class AdapterSpec:
     rank: int | None = None
     fusion: str = "average"
     query: str | None = None
-    interpolate: bool | str = "auto"
+    interpolate: bool | str = False
     library: tuple[str, ...] = ()  # capabilities whose oracles train the generator (train_missing)
 
 
@@ -218,7 +218,7 @@ def parse_pipeline(data: Any, origin: str = "pipeline") -> PipelineSpec:
             raise r.fail(
                 "adapter.query", "the gated fusion mode needs a query capability; other modes take none"
             )
-        interp = a.get("interpolate", "auto")
+        interp = a.get("interpolate", False)
         if interp not in INTERPOLATE_CHOICES:
             raise r.fail("adapter.interpolate", "expected true, false or auto")
         rank = r.positive_int(a["rank"], "adapter.rank") if a.get("rank") is not None else None
