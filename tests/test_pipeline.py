@@ -160,6 +160,15 @@ def test_cli_check_accepts_a_ready_pipeline(tmp_path: Path, capsys: pytest.Captu
     assert not (tmp_path / "out").exists()
 
 
+def test_nearest_other_model_skips_the_own_model() -> None:
+    from umaf.pipeline.run import nearest_other_model
+
+    sim = {"metric": "cosine", "labels": ["a:x", "a:y", "zoo:b:x"],
+           "matrix": [[1.0, 0.9, 0.5], [0.9, 1.0, 0.2], [0.5, 0.2, 1.0]]}  # fmt: skip
+    assert nearest_other_model(sim) == [("a:x", "zoo:b:x"), ("a:y", "zoo:b:x"), ("zoo:b:x", "a:x")]
+    assert nearest_other_model({**sim, "metric": "kl"})[2] == ("zoo:b:x", "a:y")  # lower is closer
+
+
 def test_format_results_aligns_missing_cells() -> None:
     text = format_results(
         {
@@ -214,12 +223,14 @@ def tiny_world(tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"paths": paths, "extractor": extractor}
 
 
-def test_run_pipeline_end_to_end_on_tiny_models(tiny_world: dict, tmp_path: Path) -> None:
+def test_run_pipeline_end_to_end_on_tiny_models(
+    tiny_world: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from peft import PeftModel
 
     from umaf.fingerprint import Fingerprint
     from umaf.models import load
-    from umaf.pipeline import run_pipeline
+    from umaf.pipeline import print_summary, run_pipeline
 
     paths = tiny_world["paths"]
     data = {
@@ -264,6 +275,11 @@ def test_run_pipeline_end_to_end_on_tiny_models(tiny_world: dict, tmp_path: Path
     assert all(0.0 <= v <= 1.0 for row in rows.values() for k, v in row.items() if k != "capability")
     assert on_disk["evaluation"]["perplexity"]["base"] > 1.0 and on_disk["adapter"]["interpolation"] == "off"
     assert "<svg" in (out / "report.html").read_text()
+    capsys.readouterr()
+    print_summary(results, out)
+    printed = capsys.readouterr().out
+    assert "nearest fingerprint of another model" in printed and "accuracy on the eval split (first 4" in printed
+    assert f"{paths['gpt2']}:plural" in printed
     target = load(paths["llama"])
     ids = torch.tensor([[5, 6, 7, 8]])
     base_logits = target.model(ids).logits

@@ -289,6 +289,21 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = N
     return results
 
 
+def nearest_other_model(sim: dict[str, Any]) -> list[tuple[str, str]]:
+    """For each fingerprint (``model:capability`` label), the most similar one read from another model."""
+    from umaf.similarity import SIMILARITIES
+
+    sign = 1.0 if SIMILARITIES.get(sim["metric"]).higher_is_better else -1.0
+    labels, matrix = sim["labels"], sim["matrix"]
+    model = [label.rsplit(":", 1)[0] for label in labels]
+    out = []
+    for i, label in enumerate(labels):
+        others = [j for j in range(len(labels)) if model[j] != model[i]]
+        if others:
+            out.append((label, labels[max(others, key=lambda j: sign * matrix[i][j])]))
+    return out
+
+
 def print_summary(results: dict[str, Any], output: Path) -> None:
     """The short table a user reads after a run."""
     from umaf.cli import format_matrix
@@ -296,6 +311,12 @@ def print_summary(results: dict[str, Any], output: Path) -> None:
     sim = results["similarity"]
     print(f"{sim['metric']} similarity between fingerprints:")
     print(format_matrix(sim["labels"], sim["matrix"]))
+    matches = nearest_other_model(sim)
+    if matches:
+        hits = sum(mine.rsplit(":", 1)[1] == theirs.rsplit(":", 1)[1] for mine, theirs in matches)
+        print(f"\nnearest fingerprint of another model ({hits}/{len(matches)} the same capability):")
+        for mine, theirs in matches:
+            print(f"  {mine:32} -> {theirs}")
     if "adapter" in results:
         a = results["adapter"]
         weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.2f}" for s in a["sources"])
