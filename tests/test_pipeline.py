@@ -278,7 +278,8 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     capsys.readouterr()
     print_summary(results, out)
     printed = capsys.readouterr().out
-    assert "nearest fingerprint of another model" in printed and "accuracy on the eval split (first 4" in printed
+    assert "nearest fingerprint of another model" in printed
+    assert "accuracy on the eval split (first 4" in printed
     assert f"{paths['gpt2']}:plural" in printed
     target = load(paths["llama"])
     ids = torch.tensor([[5, 6, 7, 8]])
