@@ -26,10 +26,9 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property, lru_cache, partial
-from importlib import resources
 from pathlib import Path
 
-from umaf.config import HELD_OUT_CAPABILITIES
+from umaf.config import HELD_OUT_CAPABILITIES, data_lines
 from umaf.errors import UmafError
 from umaf.io import atomic_path
 from umaf.registry import Registry
@@ -260,8 +259,7 @@ def _family_instance(family: str, param: int) -> Capability:
 @cache
 def _table(filename: str) -> tuple[tuple[str, str], ...]:
     """Rows of a shipped two-column TSV under ``umaf/data``."""
-    text = (resources.files("umaf") / "data" / filename).read_text(encoding="utf-8")
-    rows = (line.split("\t") for line in text.splitlines() if line.strip())
+    rows = (line.split("\t") for line in data_lines(filename))
     return tuple((a.strip(), b.strip()) for a, b in rows)
 
 

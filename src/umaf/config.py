@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 #: Capabilities that never enter the training of any UMAF component (extractor, generator, ...).
@@ -22,3 +24,11 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@cache
+def data_lines(filename: str) -> tuple[str, ...]:
+    """The non-empty lines of a file shipped under ``umaf/data``, stripped; lines starting with ``#`` are
+    comments."""
+    text = (resources.files("umaf") / "data" / filename).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))

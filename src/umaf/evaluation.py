@@ -14,12 +14,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from umaf.capabilities import Capability, get_capability
+from umaf.config import data_lines
 from umaf.errors import UmafError
 from umaf.models import LoadedModel, load
 
@@ -30,8 +30,7 @@ GENERAL_TEXT = "general.txt"
 @cache
 def general_texts() -> tuple[str, ...]:
     """The shipped general-text sentences, in file order."""
-    text = (resources.files("umaf") / "data" / GENERAL_TEXT).read_text(encoding="utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    return data_lines(GENERAL_TEXT)
 
 
 def as_loaded(target: str | LoadedModel) -> LoadedModel:

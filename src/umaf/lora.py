@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 import umaf
 from umaf.capabilities import Capability, get_capability
-from umaf.config import cache_dir
+from umaf.config import cache_dir, data_lines
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable
 from umaf.models import LoadedModel, load
@@ -271,13 +271,10 @@ def encode_train_split(loaded: LoadedModel, capability: Capability, max_length: 
 
 def replay_items(loaded: LoadedModel, max_length: int) -> list[Encoded]:
     """The replay sentences as causal-LM examples (loss on every token); none for other model kinds."""
-    from importlib import resources
-
     if loaded.info.kind != "decoder":
         return []
-    text = (resources.files("umaf") / "data" / REPLAY_TEXT).read_text(encoding="utf-8")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    ids = [leading_specials(loaded.tokenizer) + text_ids(loaded.tokenizer, line) for line in lines]
+    start = leading_specials(loaded.tokenizer)
+    ids = [start + text_ids(loaded.tokenizer, line) for line in data_lines(REPLAY_TEXT)]
     return [Encoded(x[:max_length], x[:max_length]) for x in ids]
 
 

@@ -27,28 +27,21 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from umaf.config import data_lines
 from umaf.errors import UmafError
 from umaf.extractor.config import ExtractorConfig
 
 _EPS = 1e-6
 
 
-@lru_cache(maxsize=1)
-def _all_anchor_texts() -> tuple[str, ...]:
-    text = resources.files("umaf").joinpath("data/anchors.txt").read_text(encoding="utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-
-
 def anchor_texts(n: int | None = None) -> list[str]:
     """The first ``n`` (default: all) shipped anchor texts, one per line of ``umaf/data/anchors.txt``."""
-    texts = _all_anchor_texts()
+    texts = data_lines("anchors.txt")
     if n is not None and n > len(texts):
         raise UmafError(f"n_anchors={n} but only {len(texts)} anchor texts are shipped")
     return list(texts[:n])
