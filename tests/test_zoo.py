@@ -27,7 +27,6 @@ from umaf.zoo import (
 from umaf.zoo.batches import IGNORE, collate, leading_specials, pad_id
 from umaf.zoo.generate import answer_slots
 from umaf.zoo.specs import QUICK_PREFIX, rotated_halves
-from umaf.zoo.train import lr_factor
 
 PROMPTS = ["cat ->", "12 + 7 ->", "a much longer prompt here ->"]
 
@@ -124,12 +123,6 @@ def test_decoder_prompt_keeps_the_tokenizers_own_bos():
     tok.backend_tokenizer.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=bos)
     assert leading_specials(tok) == [tok.bos_token_id]
     assert encode_example(tok, "decoder", "ab ->", " c").input_ids[0] == tok.bos_token_id
-
-
-def test_lr_schedule_warms_up_then_decays():
-    config = TrainConfig(steps=100, warmup=0.1, min_lr_ratio=0.1)
-    assert lr_factor(0, config) < lr_factor(9, config) == pytest.approx(1.0)
-    assert lr_factor(99, config) == pytest.approx(0.1, abs=0.01)
 
 
 # --------------------------------------------------------------------------------- training + answers

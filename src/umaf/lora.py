@@ -37,6 +37,7 @@ from umaf.config import cache_dir, data_lines
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable
 from umaf.models import LoadedModel, load
+from umaf.schedule import warmup_cosine_scheduler
 from umaf.zoo.batches import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 
 #: Metadata file written next to the PEFT files of every oracle.
@@ -289,22 +290,14 @@ def batch_order(n: int, config: OracleConfig) -> list[list[int]]:
     return [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(config.steps)]
 
 
-def lr_factor(step: int, config: OracleConfig) -> float:
-    """Linear warm-up, then cosine decay from 1 to ``config.min_lr_ratio``."""
-    warm = max(1, int(config.warmup * config.steps))
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, config.steps - warm)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleConfig,
              progress: bool = True, desc: str = "lora", replay: Sequence[Encoded] = ()) -> list[float]:
     """Train the trainable (LoRA) parameters of ``model`` on ``items`` (plus ``config.replay`` times the LM
     loss on a batch of ``replay`` examples per step); returns the task loss of every step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    warmup = max(1, int(config.warmup * config.steps))
+    schedule = warmup_cosine_scheduler(optimizer, config.steps, warmup, config.min_lr_ratio)
     device = next(model.parameters()).device
     rng = random.Random(config.seed + 1)
     model.train()

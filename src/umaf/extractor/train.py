@@ -41,6 +41,7 @@ from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
 from umaf.io import atomic_path, check_writable
 from umaf.models import LoadedModel
+from umaf.schedule import warmup_cosine_scheduler
 
 #: Pretrained models whose activations train the extractor. SmolLM2 is left out by default: reading its
 #: features for every training capability takes about half an hour on two CPU cores, and leaving it out
@@ -375,16 +376,6 @@ def competence_loss(scores: Tensor, accuracy: Tensor) -> Tensor:
     return F.mse_loss(scores[known], accuracy[known].to(scores.dtype))
 
 
-def _schedule(config: TrainConfig):  # noqa: ANN202 (a plain lr multiplier)
-    def factor(step: int) -> float:
-        if step < config.warmup:
-            return (step + 1) / config.warmup
-        progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 # -------------------------------------------------------------------------------------------- evaluate
 
 
@@ -465,7 +456,7 @@ def fit(
     sampler = ViewBatchSampler(bank, train_models, list(range(n_train_classes)), config)
     loader = DataLoader(ViewDataset(bank), batch_sampler=sampler)
     optimizer = torch.optim.AdamW(extractor.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    scheduler = warmup_cosine_scheduler(optimizer, config.steps, config.warmup, floor=0.05)
     model, optimizer, loader, scheduler = accelerator.prepare(extractor, optimizer, loader, scheduler)
     losses: list[float] = []
     postfix: dict[str, str] = {}

@@ -45,6 +45,7 @@ from umaf.generator.data import (
 )
 from umaf.generator.model import TASK_TYPES, AdapterGenerator, ModuleSpec, target_module_specs
 from umaf.io import atomic_path
+from umaf.schedule import warmup_cosine_scheduler
 
 Factors = dict[str, tuple[Tensor, Tensor]]  # kind -> (A [B, L_k, r, in], B [B, L_k, out, r])
 
@@ -87,18 +88,6 @@ def with_nulls(vectors: Tensor, labels: Tensor, fraction: float, null_index: int
     rand = nn.functional.normalize(torch.randn(n, vectors.shape[1], device=vectors.device), dim=-1)
     nulls = torch.full((n,), null_index, dtype=labels.dtype, device=labels.device)
     return torch.cat([vectors, rand]), torch.cat([labels, nulls])
-
-
-def lr_lambda(steps: int, warmup: int):  # noqa: ANN201 (an lr multiplier function)
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -165,7 +154,7 @@ def fit_reconstruction(
     train = splits["train"]
     check_trainable([lib.names[i] for i in set(train.labels.tolist())])
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.steps, config.warmup))
+    scheduler = warmup_cosine_scheduler(optimizer, config.steps, config.warmup, floor=0.1)
     model, optimizer, scheduler = accelerator.prepare(generator, optimizer, scheduler)
     batches = _batches(train, config.batch_size, config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)

@@ -32,6 +32,7 @@ from umaf.interpolator.data import (
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale
 from umaf.io import atomic_path, check_writable
+from umaf.schedule import warmup_cosine_scheduler
 
 Pairs = list[tuple[int, int]]
 
@@ -120,8 +121,7 @@ def fit(
     )
     loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    decay = lambda step: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    scheduler = warmup_cosine_scheduler(optimizer, config.steps, warmup=0, floor=0.1)
     wrapped, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     fps, scales = fps.to(accelerator.device), scales.to(accelerator.device)
     keeper = _BestKeeper(model, fps, scales, val_pairs)

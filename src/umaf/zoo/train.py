@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from umaf.schedule import warmup_cosine_scheduler
 from umaf.zoo.batches import Encoded, collate, encode_examples, model_kind, pad_id, tag_prompt, texts_ids
 from umaf.zoo.specs import TrainConfig
 
@@ -40,15 +40,6 @@ def encode_capabilities(loaded: Any, capabilities: Sequence[Any], slots: int = 0
         plain = encode_examples(tokenizer, kind, [ex.prompt() for ex in examples], targets, slots)
         data.append(list(zip(tagged, plain, strict=True)))
     return data
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay from 1 to ``config.min_lr_ratio``."""
-    warm = max(1, int(config.warmup * config.steps))
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, config.steps - warm)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def sample_batch(data: Encodings, config: TrainConfig, rng: random.Random) -> list[Encoded]:
@@ -91,7 +82,8 @@ def train_model(loaded: Any, capabilities: Sequence[Any], config: TrainConfig, *
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    warmup = max(1, int(config.warmup * config.steps))
+    schedule = warmup_cosine_scheduler(optimizer, config.steps, warmup, config.min_lr_ratio)
     model.train()
     losses: list[float] = []
     stream = batch_stream(data, config, rng)
