@@ -28,6 +28,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: small networks train fastest so, and do not fight other jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def umaf_cache() -> Path:
     """The UMAF cache folder of this test session (``$UMAF_CACHE``)."""

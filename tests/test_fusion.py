@@ -28,14 +28,7 @@ from umaf.fusion import train as fusion_train
 from umaf.interpolator import ZooFingerprint
 from umaf.interpolator.data import is_held_out
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks train fastest on one thread (and do not fight other jobs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_fp(seed: int, capability: str = "reverse", family: str = "gpt2", extractor_hash: str = "synthetic",

@@ -35,13 +35,7 @@ from umaf.models import TINY_SIZES
 SIZES = {"xs": 30_000, "s": 170_000, "m": 460_000}  # roughly the tiny zoo's parameter counts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks train fastest on one thread (and do not fight other jobs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_fp(vector: torch.Tensor, capability: str = "reverse", size: str = "xs", family: str = "llama",

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from umaf.capabilities import get_capability, list_capabilities
 from umaf.errors import UmafError
@@ -31,13 +30,7 @@ from umaf.zoo.specs import QUICK_PREFIX, rotated_halves
 PROMPTS = ["cat ->", "12 + 7 ->", "a much longer prompt here ->"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy 2-core box loses a lot to it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------ specs
