@@ -14,6 +14,13 @@ from umaf.registry import Registry
 
 Suite = Callable[[bool], dict[str, Any]]
 SUITES: Registry[Suite] = Registry("benchmark suite")
+#: Eval examples per capability in a ``--quick`` run of the suites that evaluate a target (None: all).
+QUICK_EVAL_LIMIT = 32
+
+
+def eval_limit(quick: bool) -> int | None:
+    """How many eval examples per capability a run measures: :data:`QUICK_EVAL_LIMIT` quick, else all."""
+    return QUICK_EVAL_LIMIT if quick else None
 
 
 def run_benchmark(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES
+from umaf.bench import SUITES, eval_limit
 from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -34,7 +34,6 @@ MERGES = ("linear", "ties", "dare_linear")
 MERGE_DENSITY = 0.5  # kept share of each task vector for ties / dare_linear
 MIN_ORACLE_GAIN = 0.2  # capabilities the target can learn: oracle - base accuracy
 MIN_SINGLE_GAIN = 0.05  # below this a kept fraction is noise and is not computed
-QUICK_EVAL_LIMIT = 32  # eval examples per capability in a quick run
 TARGETS = {"m4_keep_fraction": ">= 0.9", "m4_best_peft_merge_keep_fraction": "< m4_keep_fraction"}
 
 
@@ -59,9 +58,9 @@ class Toolkit:
         return peft_merge(self.target, adapters, combination, weight, output)
 
 
-def resolve_toolkit(target: str, eval_limit: int | None = None) -> Toolkit:
-    """The real toolkit (``eval_limit``: first eval examples only); a UmafError naming the command to
-    run for whatever is missing."""
+def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
+    """The real toolkit (``quick``: the first eval examples only); a UmafError naming the command to run
+    for whatever is missing."""
     from umaf.interpolator.data import model_fingerprints, require_default_extractor, require_zoo
 
     zoo = require_zoo()
@@ -82,10 +81,11 @@ def resolve_toolkit(target: str, eval_limit: int | None = None) -> Toolkit:
     from umaf.models import load
 
     loaded = load(target)  # loaded once; evaluate() attaches and removes each adapter
+    limit = eval_limit(quick)
     return Toolkit(
         target=target,
         generate=lambda fp, out: generate_adapter(fp, generator, out),
-        evaluate=lambda cap, adapter: evaluate(loaded, cap, adapter, limit=eval_limit),
+        evaluate=lambda cap, adapter: evaluate(loaded, cap, adapter, limit=limit),
         fingerprint=lambda entry, cap: model_fingerprints(entry, [cap], extractor)[0],
         oracles={e.capability: Path(e.path) for e in entries},
         zoo=list(zoo),
@@ -305,7 +305,7 @@ def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
 @SUITES.register("fusion")
 def bench_fusion(quick: bool, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """M4 on ``target``: fused-fingerprint adapters vs single adapters, PEFT merges and base."""
-    results = run_fusion(resolve_toolkit(target, eval_limit=QUICK_EVAL_LIMIT if quick else None), quick)
+    results = run_fusion(resolve_toolkit(target, quick=quick), quick)
     results.update(gate_figures(quick))
     results["target"] = target
     results["targets"] = TARGETS

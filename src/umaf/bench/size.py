@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from umaf.bench import SUITES
 from umaf.bench.fusion import (
     DEFAULT_TARGET,
-    QUICK_EVAL_LIMIT,
     Toolkit,
     reference_accuracies,
     resolve_toolkit,
@@ -152,7 +151,7 @@ def _target_scale(kit: Toolkit) -> Scale:
 def bench_size(quick: bool, target: str = DEFAULT_TARGET) -> dict[str, Any]:
     """M5: interpolated vs identity cosine on held-out sizes, and transfer recovery across sizes."""
     interpolator = default_interpolator()
-    kit = resolve_toolkit(target, eval_limit=QUICK_EVAL_LIMIT if quick else None)
+    kit = resolve_toolkit(target, quick=quick)
     torch.manual_seed(0)
     results = cosine_figures(interpolator, size_samples(interpolator, quick))
     results.update(transfer_figures(kit, interpolator, quick))

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES
+from umaf.bench import SUITES, eval_limit
 from umaf.capabilities import get_capability, list_capabilities
 from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
 from umaf.errors import UmafError
@@ -108,7 +108,7 @@ def plan_transfer(target: str, quick: bool) -> TransferPlan:
         picked = [pick_source([e for e in zoo if e.family == f], cap) for f in families]
         labels.update({e.model_id: e.family for e in picked})
         sources[cap] = [e.model_id for e in picked] + list(REAL_SOURCES)
-    return TransferPlan(target, caps, sources, labels, eval_limit=32 if quick else None)
+    return TransferPlan(target, caps, sources, labels, eval_limit=eval_limit(quick))
 
 
 # ---------------------------------------------------------------------------------------- measuring
