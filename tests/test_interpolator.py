@@ -27,7 +27,6 @@ from umaf.interpolator import (
     train_interpolator,
 )
 from umaf.interpolator import train as train_module
-from umaf.interpolator.config import VELOCITIES
 from umaf.interpolator.data import default_capabilities, is_held_out
 from umaf.interpolator.train import split_pairs
 from umaf.models import TINY_SIZES
@@ -105,18 +104,16 @@ def test_estimate_scale_keeps_the_source_shape() -> None:
 # ------------------------------------------------------------------------------------------- network
 
 
-@pytest.mark.parametrize("velocity", VELOCITIES)
-def test_untrained_interpolator_is_the_identity(velocity: str) -> None:
-    model = SizeInterpolator(InterpolatorConfig(velocity=velocity))
+def test_untrained_interpolator_is_the_identity() -> None:
+    model = SizeInterpolator(InterpolatorConfig())
     fp = make_fp(torch.randn(512))
     out = interpolate(fp, params=5e8, interpolator=model)
     assert torch.allclose(out.vector, fp.vector, atol=1e-6)
 
 
-@pytest.mark.parametrize("velocity", VELOCITIES)
-def test_same_scale_is_identity_even_when_trained(velocity: str) -> None:
-    model = SizeInterpolator(InterpolatorConfig(hidden=32, velocity=velocity))
-    torch.nn.init.normal_(model.drift if velocity == "linear" else model.velocity.weight, std=0.5)
+def test_same_scale_is_identity_even_when_trained() -> None:
+    model = SizeInterpolator(InterpolatorConfig(hidden=32))
+    torch.nn.init.normal_(model.velocity.weight, std=0.5)
     fp = make_fp(torch.randn(512), size="s")
     same = interpolate(fp, Scale.from_meta(fp.meta), interpolator=model)
     moved = interpolate(fp, Scale(1e8, 12, 768), interpolator=model)
@@ -125,10 +122,9 @@ def test_same_scale_is_identity_even_when_trained(velocity: str) -> None:
     assert moved.vector.norm() == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("velocity", VELOCITIES)
-def test_save_load_round_trip(velocity: str, tmp_path: Path) -> None:
-    model = SizeInterpolator(InterpolatorConfig(hidden=16, extractor_hash="abc", velocity=velocity))
-    torch.nn.init.normal_(model.drift if velocity == "linear" else model.velocity.weight, std=0.1)
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    model = SizeInterpolator(InterpolatorConfig(hidden=16, extractor_hash="abc"))
+    torch.nn.init.normal_(model.velocity.weight, std=0.1)
     model.train_report = {"final_loss": 0.1}
     model.save_pretrained(tmp_path / "interp")
     again = SizeInterpolator.from_pretrained(tmp_path / "interp")
@@ -141,8 +137,8 @@ def test_save_load_round_trip(velocity: str, tmp_path: Path) -> None:
 
 
 def test_bad_config_values() -> None:
-    with pytest.raises(UmafError, match="velocity"):
-        InterpolatorConfig(velocity="quadratic")
+    with pytest.raises(UmafError, match="hidden must be positive"):
+        InterpolatorConfig(hidden=0)
     with pytest.raises(UmafError, match="unknown interpolator config keys: colour"):
         InterpolatorConfig.from_dict({"colour": 1})
     with pytest.raises(UmafError):
@@ -222,9 +218,8 @@ def test_default_capabilities_hold_nothing_out() -> None:
     assert is_held_out("subtract") and is_held_out("capital") and not is_held_out("reverse")
 
 
-@pytest.mark.parametrize("velocity", VELOCITIES)
 def test_training_smoke_lowers_loss_and_never_sees_held_out(
-    velocity: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     seen: list[str] = []
     original = train_module.stack_samples
@@ -235,7 +230,7 @@ def test_training_smoke_lowers_loss_and_never_sees_held_out(
 
     monkeypatch.setattr(train_module, "stack_samples", spy)
     samples = synthetic_samples(["reverse", "uppercase", "add", *HELD_OUT_CAPABILITIES[:2]])
-    network = InterpolatorConfig(hidden=32, dropout=0.0, velocity=velocity)
+    network = InterpolatorConfig(hidden=32, dropout=0.0)
     config = InterpolatorTrainConfig(network, steps=60, batch_size=16, lr=3e-3, progress=False)
     model = train_interpolator(config, output=tmp_path / "interp", samples=samples)
     report = model.train_report

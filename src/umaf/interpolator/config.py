@@ -9,20 +9,12 @@ from typing import Any
 from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
 
-VELOCITIES = ("mlp", "linear")
-
 
 @dataclass
 class InterpolatorConfig:
     """Shape of the Size Interpolator network (see :class:`umaf.interpolator.SizeInterpolator`)."""
 
     fp_dim: int = field(default=FINGERPRINT_DIM, metadata={"help": "Width of the fingerprints it moves."})
-    velocity: str = field(
-        default="mlp",
-        metadata={
-            "help": "mlp: the direction depends on the fingerprint; linear: one learned drift per scale axis."
-        },
-    )
     hidden: int = field(default=256, metadata={"help": "Hidden width of the velocity network."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout inside the network during training."})
     condition_on_scale: bool = field(
@@ -35,8 +27,6 @@ class InterpolatorConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.velocity not in VELOCITIES:
-            raise UmafError(f"velocity must be one of {', '.join(VELOCITIES)}, not {self.velocity!r}")
         for name in ("fp_dim", "hidden"):
             if getattr(self, name) < 1:
                 raise UmafError(f"{name} must be positive, got {getattr(self, name)}")

@@ -2,11 +2,10 @@
 
 The move is a learned *velocity* times the change of log-scale: ``out = fp + V(fp, mid) @ (t - s)``,
 renormalised to the input's norm, where ``s``/``t`` are the source/target scale features (log10
-parameters, log2 layers, log2 width) and ``mid = (s + t) / 2``. ``V`` is an MLP of the fingerprint
-and the mid-point scale, or (``velocity="linear"``) one learned drift direction per scale axis.
-So asking for the source's own scale returns the fingerprint unchanged, moving back and forth nearly
-cancels, and a size between two trained sizes gets a proportional step. The velocity starts at zero:
-an untrained interpolator is the identity, the baseline it has to beat.
+parameters, log2 layers, log2 width), ``mid = (s + t) / 2`` and ``V`` is an MLP of the fingerprint and
+the mid-point scale. So asking for the source's own scale returns the fingerprint unchanged, moving back
+and forth nearly cancels, and a size between two trained sizes gets a proportional step. The velocity
+starts at zero: an untrained interpolator is the identity, the baseline it has to beat.
 """
 
 from __future__ import annotations
@@ -39,25 +38,20 @@ class SizeInterpolator(nn.Module):
         super().__init__()
         self.config = config = config or InterpolatorConfig()
         d, h = config.fp_dim, config.hidden
-        if config.velocity == "linear":  # one drift direction per scale axis, the same for every fingerprint
-            self.drift = nn.Parameter(torch.zeros(d, N_SCALE_FEATURES))
-        else:
-            self.body = nn.Sequential(
-                nn.Linear(d + N_SCALE_FEATURES, h),
-                nn.GELU(),
-                nn.Dropout(config.dropout),
-                nn.Linear(h, h),
-                nn.GELU(),
-            )
-            self.velocity = nn.Linear(h, d * N_SCALE_FEATURES)
-            nn.init.zeros_(self.velocity.weight)  # identity at initialisation
-            nn.init.zeros_(self.velocity.bias)
+        self.body = nn.Sequential(
+            nn.Linear(d + N_SCALE_FEATURES, h),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(h, h),
+            nn.GELU(),
+        )
+        self.velocity = nn.Linear(h, d * N_SCALE_FEATURES)
+        nn.init.zeros_(self.velocity.weight)  # identity at initialisation
+        nn.init.zeros_(self.velocity.bias)
         self.train_report: dict = {}
 
     def velocities(self, fp: Tensor, mid: Tensor) -> Tensor:
         """Direction per scale axis: ``fp [B, fp_dim]``, ``mid [B, 3]`` -> ``[B, fp_dim, 3]``."""
-        if self.config.velocity == "linear":
-            return self.drift.expand(fp.shape[0], -1, -1)
         return self.velocity(self.body(torch.cat([fp, mid], dim=-1))).view(*fp.shape, N_SCALE_FEATURES)
 
     def forward(self, fp: Tensor, source: Tensor, target: Tensor) -> Tensor:
