@@ -11,6 +11,14 @@ from pathlib import Path
 
 from umaf.errors import UmafError
 
+#: Weights file of every trained UMAF component folder (extractor, generator, interpolator, gate).
+WEIGHTS_NAME = "model.safetensors"
+
+
+def is_trained(folder: str | os.PathLike) -> bool:
+    """True if ``folder`` holds a trained component's weights."""
+    return (Path(folder) / WEIGHTS_NAME).is_file()
+
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail with a clear message if ``path`` exists and ``overwrite`` is off."""

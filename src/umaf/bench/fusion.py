@@ -28,6 +28,7 @@ from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.fusion import FUSION_MODES, fuse
+from umaf.io import is_trained
 
 DEFAULT_TARGET = "zoo:llama-m-a"
 MERGES = ("linear", "ties", "dare_linear")
@@ -320,7 +321,7 @@ def gate_figures(quick: bool) -> dict[str, Any]:
     from umaf.fusion import FusionGate, GateConfig, default_gate_dir, evaluate_gate
     from umaf.interpolator.data import default_capabilities, require_zoo, zoo_fingerprints
 
-    if not (default_gate_dir() / "model.safetensors").is_file():
+    if not is_trained(default_gate_dir()):
         return {"gate_note": "no trained fusion gate; run `umaf train fusion` to measure it"}
     gate = FusionGate.from_pretrained(default_gate_dir())
     entries = [e for e in require_zoo() if e.family not in HELD_OUT_FAMILIES]

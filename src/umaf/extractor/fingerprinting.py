@@ -17,6 +17,7 @@ from umaf.extractor.config import ExtractorConfig
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, process, prompt_of
 from umaf.fingerprint import Fingerprint
+from umaf.io import is_trained
 from umaf.models import LoadedModel
 
 # Anchor activations per model object: anchors are run once per (model, layers, settings), not once per
@@ -116,7 +117,7 @@ def default_extractor() -> CapabilityExtractor:
     """The default extractor from ``cache_dir()/extractor/default``, trained there first if missing."""
     path = default_extractor_dir()
     if path not in _DEFAULT:
-        if not (path / "model.safetensors").is_file():
+        if not is_trained(path):
             from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
             from umaf.zoo import build_zoo, list_zoo
 

@@ -22,10 +22,9 @@ from torch import Tensor, nn
 import umaf
 from umaf.errors import UmafError
 from umaf.extractor.config import ExtractorConfig
-from umaf.io import atomic_path
+from umaf.io import WEIGHTS_NAME, atomic_path
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "umaf-extractor"
 
 

@@ -24,10 +24,9 @@ import umaf
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.fusion.config import GateConfig
-from umaf.io import atomic_path
+from umaf.io import WEIGHTS_NAME, atomic_path, is_trained
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "umaf-fusion-gate"
 
 _DEFAULT: dict[tuple[Path, int], FusionGate] = {}  # keyed by folder and weights mtime
@@ -131,10 +130,9 @@ def default_gate_dir() -> Path:
 def default_gate() -> FusionGate:
     """The trained default gate; a UmafError naming the command to train it if it is missing."""
     path = default_gate_dir()
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
+    if not is_trained(path):
         raise UmafError(f"no trained fusion gate in {path}; run `umaf train fusion` first")
-    key = (path, weights.stat().st_mtime_ns)
+    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
     if key not in _DEFAULT:
         _DEFAULT[key] = FusionGate.from_pretrained(path)
     return _DEFAULT[key]

@@ -20,7 +20,7 @@ from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.generator.config import generator_dir, target_slug
 from umaf.generator.model import AdapterGenerator
-from umaf.io import atomic_path, check_writable
+from umaf.io import WEIGHTS_NAME, atomic_path, check_writable, is_trained
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -167,12 +167,11 @@ def default_generator(target: str) -> AdapterGenerator:
     Raises :class:`UmafError` with the command that trains one if there is none.
     """
     path = generator_dir(target)
-    weights = path / "model.safetensors"
-    if not weights.is_file():
+    if not is_trained(path):
         raise UmafError(
             f"no trained generator for {target} in {path}; run `umaf train generator --target {target}`"
         )
-    key = (path, weights.stat().st_mtime_ns)  # a retrained generator is reloaded
+    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)  # a retrained generator is reloaded
     if key not in _DEFAULT:
         _DEFAULT[key] = AdapterGenerator.from_pretrained(path)
     return _DEFAULT[key]

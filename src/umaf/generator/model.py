@@ -30,10 +30,9 @@ from torch import Tensor, nn
 import umaf
 from umaf.errors import UmafError
 from umaf.generator.config import ARCHITECTURE_FIELDS, GeneratorConfig
-from umaf.io import atomic_path
+from umaf.io import WEIGHTS_NAME, atomic_path
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "umaf-generator"
 
 #: PEFT task type per model kind (see :class:`umaf.models.ModelInfo`).

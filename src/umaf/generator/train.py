@@ -44,7 +44,7 @@ from umaf.generator.data import (
     library_targets,
 )
 from umaf.generator.model import TASK_TYPES, AdapterGenerator, ModuleSpec, target_module_specs
-from umaf.io import atomic_path
+from umaf.io import atomic_path, is_trained
 from umaf.schedule import warmup_cosine_scheduler
 
 Factors = dict[str, tuple[Tensor, Tensor]]  # kind -> (A [B, L_k, r, in], B [B, L_k, out, r])
@@ -365,7 +365,7 @@ def setup(
     modules = config.target_modules or library_modules(name)
     config = GeneratorConfig.from_dict({**config.to_dict(), "target": name, "target_modules": modules})
     output = Path(output) if output is not None else generator_dir(name)
-    if (output / "model.safetensors").exists() and not overwrite:
+    if is_trained(output) and not overwrite:
         raise UmafError(f"{output} already holds a trained generator; pass --overwrite to retrain it")
     if extractor is None:
         from umaf.extractor import default_extractor

@@ -19,6 +19,7 @@ from umaf.capabilities import family_instances, get_capability, list_families, t
 from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
+from umaf.io import is_trained
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def require_default_extractor():
     """The trained default extractor; a UmafError naming the command to train it if it is missing."""
     from umaf.extractor import default_extractor, default_extractor_dir
 
-    if not (default_extractor_dir() / "model.safetensors").is_file():
+    if not is_trained(default_extractor_dir()):
         raise UmafError(
             f"no trained extractor in {default_extractor_dir()}; run `umaf train extractor` first"
         )

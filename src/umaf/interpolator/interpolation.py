@@ -9,8 +9,9 @@ from typing import Any
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.interpolator.model import WEIGHTS_NAME, SizeInterpolator
+from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale, estimate_scale
+from umaf.io import WEIGHTS_NAME, is_trained
 
 _DEFAULT: dict[tuple[Path, int], SizeInterpolator] = {}  # keyed by folder and weights mtime
 
@@ -23,10 +24,9 @@ def default_interpolator_dir() -> Path:
 def default_interpolator() -> SizeInterpolator:
     """The trained default interpolator; a UmafError naming the command to train it if it is missing."""
     path = default_interpolator_dir()
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
+    if not is_trained(path):
         raise UmafError(f"no trained interpolator in {path}; run `umaf train interpolator` first")
-    key = (path, weights.stat().st_mtime_ns)
+    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
     if key not in _DEFAULT:
         _DEFAULT[key] = SizeInterpolator.from_pretrained(path)
     return _DEFAULT[key]

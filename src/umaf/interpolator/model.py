@@ -24,10 +24,9 @@ import umaf
 from umaf.errors import UmafError
 from umaf.interpolator.config import InterpolatorConfig
 from umaf.interpolator.scale import N_SCALE_FEATURES
-from umaf.io import atomic_path
+from umaf.io import WEIGHTS_NAME, atomic_path
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "umaf-interpolator"
 
 

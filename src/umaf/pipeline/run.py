@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from umaf.fingerprint import Fingerprint
-from umaf.io import atomic_path
+from umaf.io import atomic_path, is_trained
 from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready, quick_zoo_missing
 
 Fingerprints = dict[tuple[str, str], Fingerprint]
@@ -85,7 +85,7 @@ def prepare_target(spec: PipelineSpec) -> list[str]:
     trained: list[str] = []
     if adapter is None or not spec.train_missing:
         return trained
-    if not (generator_dir(adapter.target) / "model.safetensors").is_file():
+    if not is_trained(generator_dir(adapter.target)):
         from umaf.generator import train_generator
         from umaf.lora import build_library
 
@@ -98,9 +98,8 @@ def prepare_target(spec: PipelineSpec) -> list[str]:
         trained.append(f"generator for {adapter.target} (oracles: {', '.join(adapter.library)})")
     if adapter.interpolate is True:
         from umaf.interpolator import default_interpolator_dir, train_interpolator
-        from umaf.interpolator.model import WEIGHTS_NAME
 
-        if not (default_interpolator_dir() / WEIGHTS_NAME).is_file():
+        if not is_trained(default_interpolator_dir()):
             _say("no size interpolator yet: training it on the zoo (cached)")
             train_interpolator(output=default_interpolator_dir())
             trained.append("size interpolator")
@@ -110,12 +109,11 @@ def prepare_target(spec: PipelineSpec) -> list[str]:
 def _interpolator_for(spec: PipelineSpec, extractor_hash: str) -> tuple[Any, str]:
     """The interpolator the adapter stage uses (or None) and why."""
     from umaf.interpolator import default_interpolator, default_interpolator_dir
-    from umaf.interpolator.model import WEIGHTS_NAME
 
     mode = spec.adapter.interpolate if spec.adapter else False
     if mode is False:
         return None, "off"
-    if mode == "auto" and not (default_interpolator_dir() / WEIGHTS_NAME).is_file():
+    if mode == "auto" and not is_trained(default_interpolator_dir()):
         return None, "skipped: no trained interpolator (`umaf train interpolator`)"
     interpolator = default_interpolator()
     trained_on = interpolator.config.extractor_hash

@@ -36,8 +36,6 @@ SOURCE_KEYS = ("model", "capabilities")
 REF_KEYS = ("model", "capability", "weight")
 ADAPTER_KEYS = ("target", "rank", "from", "fusion", "query", "interpolate", "library")
 EVALUATE_KEYS = ("capabilities", "limit", "oracle", "singles", "perplexity")
-COMPARE_KEYS = ("metric",)
-REPORT_KEYS = ("metric",)
 INTERPOLATE_CHOICES = (True, False, "auto")
 
 
@@ -72,7 +70,7 @@ class EvaluateSpec:
     """The evaluation stage on the target: base vs adapter (vs single-source adapters, vs oracles)."""
 
     capabilities: tuple[str, ...]
-    limit: int | None = 32
+    limit: int | None = None  # first examples of the eval split; None: all of them
     oracle: bool = True
     singles: bool = True
     perplexity: bool = False
@@ -106,13 +104,24 @@ class _Reader:
     def fail(self, where: str, message: str) -> UmafError:
         return UmafError(f"{self.origin}: {where}: {message}" if where else f"{self.origin}: {message}")
 
-    def mapping(self, value: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    def mapping(
+        self, value: Any, where: str, keys: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """``value`` as a mapping with only ``keys``, all of ``required`` among them."""
         if not isinstance(value, dict):
             raise self.fail(where, f"expected a mapping with keys {', '.join(keys)}")
+        path = (lambda key: f"{where}.{key}") if where else str
         unknown = [k for k in value if k not in keys]
         if unknown:
-            key = f"{where}.{unknown[0]}" if where else str(unknown[0])
-            raise self.fail(key, f"unknown key (expected one of {', '.join(keys)})")
+            raise self.fail(path(unknown[0]), f"unknown key (expected one of {', '.join(keys)})")
+        missing = [k for k in required if k not in value]
+        if missing:
+            raise self.fail(path(missing[0]), "missing")
+        return value
+
+    def items(self, value: Any, where: str, what: str) -> list[Any]:
+        if isinstance(value, str) or not isinstance(value, list) or not value:
+            raise self.fail(where, f"expected a non-empty list of {what}")
         return value
 
     def text(self, value: Any, where: str) -> str:
@@ -120,10 +129,17 @@ class _Reader:
             raise self.fail(where, "expected a non-empty string")
         return value.strip()
 
-    def names(self, value: Any, where: str) -> tuple[str, ...]:
-        if isinstance(value, str) or not isinstance(value, list) or not value:
-            raise self.fail(where, "expected a non-empty list of names")
-        return tuple(self.text(v, f"{where}[{i}]") for i, v in enumerate(value))
+    def capability(self, value: Any, where: str) -> str:
+        from umaf.capabilities import get_capability
+
+        try:
+            return get_capability(self.text(value, where)).name
+        except UmafError as err:
+            raise self.fail(where, str(err)) from None
+
+    def capabilities(self, value: Any, where: str) -> tuple[str, ...]:
+        names = self.items(value, where, "names")
+        return tuple(self.capability(v, f"{where}[{i}]") for i, v in enumerate(names))
 
     def flag(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
@@ -140,141 +156,101 @@ class _Reader:
             raise self.fail(where, "expected a number")
         return float(value)
 
+    def choice(self, value: Any, where: str, choices: tuple[Any, ...], said: str) -> Any:
+        if value not in choices:
+            raise self.fail(where, f"expected {said}")
+        return value
+
+    def metric(self, section: Any, where: str) -> str | None:
+        """The fingerprint metric a ``{metric: NAME}`` section names (None if it names none)."""
+        from umaf.similarity import SIMILARITIES
+
+        given = self.mapping(section, where, ("metric",))
+        if "metric" not in given:
+            return None
+        value = self.text(given["metric"], f"{where}.metric")
+        if value not in SIMILARITIES or SIMILARITIES.get(value).inputs != "vectors":
+            raise self.fail(f"{where}.metric", f"unknown fingerprint metric {value!r}")
+        return value
+
+
+def _optional(given: dict[str, Any], where: str, readers: dict[str, Any]) -> dict[str, Any]:
+    """Each key of ``given`` that has a reader and a value, read; absent keys keep the spec's defaults."""
+    return {k: read(given[k], f"{where}.{k}") for k, read in readers.items() if given.get(k) is not None}
+
+
+def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
+    from umaf.fusion import FUSION_MODES
+
+    a = r.mapping(section, "adapter", ADAPTER_KEYS, required=("target", "from"))
+    sources = []
+    for i, item in enumerate(r.items(a["from"], "adapter.from", "{model, capability[, weight]}")):
+        where = f"adapter.from[{i}]"
+        ref = r.mapping(item, where, REF_KEYS, required=("model", "capability"))
+        weight = r.number(ref.get("weight", 1.0), f"{where}.weight")
+        model = r.text(ref["model"], f"{where}.model")
+        sources.append(FingerprintRef(model, r.capability(ref["capability"], f"{where}.capability"), weight))
+    spec = AdapterSpec(
+        r.text(a["target"], "adapter.target"),
+        tuple(sources),
+        **_optional(a, "adapter", {
+            "rank": r.positive_int, "fusion": r.text, "query": r.capability, "library": r.capabilities,
+            "interpolate": lambda v, where: r.choice(v, where, INTERPOLATE_CHOICES, "true, false or auto"),
+        }),
+    )  # fmt: skip
+    if spec.fusion not in FUSION_MODES:
+        raise r.fail(
+            "adapter.fusion", f"unknown fusion mode {spec.fusion!r} (known: {', '.join(FUSION_MODES)})"
+        )
+    if (spec.query is not None) != FUSION_MODES.get(spec.fusion).uses_gate:
+        raise r.fail("adapter.query", "the gated fusion mode needs a query capability; other modes take none")
+    return spec
+
+
+def _parse_evaluate(r: _Reader, section: Any, adapter: AdapterSpec) -> EvaluateSpec:
+    e = r.mapping(section, "evaluate", EVALUATE_KEYS)
+    flags = dict.fromkeys(("oracle", "singles", "perplexity"), r.flag)
+    given = _optional(e, "evaluate", {"capabilities": r.capabilities, "limit": r.positive_int, **flags})
+    given.setdefault("capabilities", tuple(dict.fromkeys(p.capability for p in adapter.sources)))
+    return EvaluateSpec(**given)
+
 
 def parse_pipeline(data: Any, origin: str = "pipeline") -> PipelineSpec:
     """Check the structure and values of a pipeline mapping (as read from YAML) and return the spec."""
-    from umaf.capabilities import get_capability
-    from umaf.fusion import FUSION_MODES
-    from umaf.similarity import SIMILARITIES
-
     r = _Reader(origin)
     top = r.mapping(data, "", TOP_KEYS)
-    for key in ("sources",):
-        if key not in top:
-            raise r.fail(key, "missing (list the models to fingerprint and their capabilities)")
-
-    def capability(value: Any, where: str) -> str:
-        name = r.text(value, where)
-        try:
-            return get_capability(name).name
-        except UmafError as err:
-            raise r.fail(where, str(err)) from None
-
-    def metric(section: str) -> str:
-        if section not in top or top[section] is None:
-            return "cosine"
-        keys = COMPARE_KEYS if section == "compare" else REPORT_KEYS
-        value = r.text(r.mapping(top[section], section, keys).get("metric", "cosine"), f"{section}.metric")
-        if value not in SIMILARITIES or SIMILARITIES.get(value).inputs != "vectors":
-            raise r.fail(f"{section}.metric", f"unknown fingerprint metric {value!r}")
-        return value
-
+    if "sources" not in top:
+        raise r.fail("sources", "missing (list the models to fingerprint and their capabilities)")
     refs: list[FingerprintRef] = []
-    sources = top["sources"]
-    if not isinstance(sources, list) or not sources:
-        raise r.fail("sources", "expected a non-empty list of {model, capabilities}")
-    for i, item in enumerate(sources):
+    for i, item in enumerate(r.items(top["sources"], "sources", "{model, capabilities}")):
         where = f"sources[{i}]"
-        src = r.mapping(item, where, SOURCE_KEYS)
-        for key in SOURCE_KEYS:
-            if key not in src:
-                raise r.fail(f"{where}.{key}", "missing")
+        src = r.mapping(item, where, SOURCE_KEYS, required=SOURCE_KEYS)
         model = r.text(src["model"], f"{where}.model")
-        caps = r.names(src["capabilities"], f"{where}.capabilities")
-        refs += [
-            FingerprintRef(model, capability(c, f"{where}.capabilities[{j}]")) for j, c in enumerate(caps)
-        ]
-
-    adapter = None
-    if top.get("adapter") is not None:
-        a = r.mapping(top["adapter"], "adapter", ADAPTER_KEYS)
-        for key in ("target", "from"):
-            if key not in a:
-                raise r.fail(f"adapter.{key}", "missing")
-        if not isinstance(a["from"], list) or not a["from"]:
-            raise r.fail("adapter.from", "expected a non-empty list of {model, capability[, weight]}")
-        picked = []
-        for i, item in enumerate(a["from"]):
-            where = f"adapter.from[{i}]"
-            ref = r.mapping(item, where, REF_KEYS)
-            for key in ("model", "capability"):
-                if key not in ref:
-                    raise r.fail(f"{where}.{key}", "missing")
-            weight = r.number(ref.get("weight", 1.0), f"{where}.weight")
-            picked.append(
-                FingerprintRef(
-                    r.text(ref["model"], f"{where}.model"),
-                    capability(ref["capability"], f"{where}.capability"),
-                    weight,
-                )
-            )
-        fusion = r.text(a.get("fusion", "average"), "adapter.fusion")
-        if fusion not in FUSION_MODES:
-            raise r.fail(
-                "adapter.fusion", f"unknown fusion mode {fusion!r} (known: {', '.join(FUSION_MODES)})"
-            )
-        query = capability(a["query"], "adapter.query") if a.get("query") is not None else None
-        if (query is not None) != FUSION_MODES.get(fusion).uses_gate:
-            raise r.fail(
-                "adapter.query", "the gated fusion mode needs a query capability; other modes take none"
-            )
-        interp = a.get("interpolate", False)
-        if interp not in INTERPOLATE_CHOICES:
-            raise r.fail("adapter.interpolate", "expected true, false or auto")
-        rank = r.positive_int(a["rank"], "adapter.rank") if a.get("rank") is not None else None
-        library = a.get("library")
-        library = (
-            tuple(
-                capability(c, f"adapter.library[{i}]")
-                for i, c in enumerate(r.names(library, "adapter.library"))
-            )
-            if library is not None
-            else ()
-        )  # noqa: E501
-        adapter = AdapterSpec(
-            r.text(a["target"], "adapter.target"), tuple(picked), rank, fusion, query, interp, library
-        )
-        refs += [p for p in picked if p.key not in {x.key for x in refs}]
-
+        caps = r.capabilities(src["capabilities"], f"{where}.capabilities")
+        refs += [FingerprintRef(model, c) for c in caps]
+    adapter = _parse_adapter(r, top["adapter"]) if top.get("adapter") is not None else None
     evaluate = None
     if top.get("evaluate") is not None:
         if adapter is None:
             raise r.fail("evaluate", "evaluation needs an adapter section (there is nothing to evaluate)")
-        e = r.mapping(top["evaluate"], "evaluate", EVALUATE_KEYS)
-        caps = e.get("capabilities")
-        caps = (
-            tuple(
-                capability(c, f"evaluate.capabilities[{i}]")
-                for i, c in enumerate(r.names(caps, "evaluate.capabilities"))
-            )  # noqa: E501
-            if caps is not None
-            else tuple(dict.fromkeys(p.capability for p in adapter.sources))
-        )
-        limit = r.positive_int(e["limit"], "evaluate.limit") if e.get("limit") is not None else None
-        evaluate = EvaluateSpec(
-            caps,
-            limit,
-            *(
-                r.flag(e.get(k, d), f"evaluate.{k}")
-                for k, d in (("oracle", True), ("singles", True), ("perplexity", False))
-            ),
-        )
-
+        evaluate = _parse_evaluate(r, top["evaluate"], adapter)
     name = r.text(top.get("name", Path(origin).stem), "name")
-    output = Path(r.text(top.get("output", f"{name}-out"), "output"))
-    train_missing = r.flag(top.get("train_missing", False), "train_missing")
-    unique = tuple(dict.fromkeys(FingerprintRef(x.model, x.capability) for x in refs))
+    metrics = {
+        key: metric
+        for key, section in (("metric", "compare"), ("report_metric", "report"))
+        if top.get(section) is not None and (metric := r.metric(top[section], section)) is not None
+    }
+    every = refs + list(adapter.sources if adapter else ())  # fused sources are fingerprinted too
     return PipelineSpec(
-        name,
-        output,
-        unique,
-        metric("compare"),
-        adapter,
-        evaluate,
-        metric("report"),
-        train_missing,
-        origin,
-        dict(top),
+        name=name,
+        output=Path(r.text(top.get("output", f"{name}-out"), "output")),
+        fingerprints=tuple(dict.fromkeys(FingerprintRef(x.model, x.capability) for x in every)),
+        adapter=adapter,
+        evaluate=evaluate,
+        train_missing=r.flag(top.get("train_missing", False), "train_missing"),
+        origin=origin,
+        raw=dict(top),
+        **metrics,
     )
 
 
@@ -332,7 +308,7 @@ def check_model(name: str, where: str, origin: str, buildable: bool = False) -> 
 def check_ready(spec: PipelineSpec, overwrite: bool = False) -> None:
     """Everything the pipeline needs exists (or ``train_missing`` will make it); no model is loaded."""
     from umaf.generator.config import generator_dir
-    from umaf.io import check_writable
+    from umaf.io import check_writable, is_trained
 
     try:
         check_writable(spec.output, overwrite)
@@ -344,7 +320,7 @@ def check_ready(spec: PipelineSpec, overwrite: bool = False) -> None:
         return
     check_model(spec.adapter.target, "adapter.target", spec.origin)
     target = spec.adapter.target
-    if not (generator_dir(target) / "model.safetensors").is_file():
+    if not is_trained(generator_dir(target)):
         if not spec.train_missing:
             raise UmafError(
                 f"{spec.origin}: adapter.target: no trained generator for {target}; train one with "
@@ -359,13 +335,12 @@ def check_ready(spec: PipelineSpec, overwrite: bool = False) -> None:
     if spec.adapter.query is not None:
         from umaf.fusion import default_gate_dir
 
-        if not (default_gate_dir() / "model.safetensors").is_file():
+        if not is_trained(default_gate_dir()):
             raise UmafError(f"{spec.origin}: adapter.fusion: no trained fusion gate; run `umaf train fusion`")
     if spec.adapter.interpolate is True and not spec.train_missing:
         from umaf.interpolator import default_interpolator_dir
-        from umaf.interpolator.model import WEIGHTS_NAME
 
-        if not (default_interpolator_dir() / WEIGHTS_NAME).is_file():
+        if not is_trained(default_interpolator_dir()):
             raise UmafError(
                 f"{spec.origin}: adapter.interpolate: no trained interpolator; run "
                 "`umaf train interpolator`, or use interpolate: auto"
