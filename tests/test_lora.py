@@ -19,7 +19,6 @@ from umaf.lora import (
     linear_module_names,
     oracle_dir,
     read_adapter,
-    slug,
     train_oracle,
 )
 from umaf.models import build_tiny, load
@@ -193,6 +192,8 @@ def test_config_overrides_of_the_defaults(tiny_dir: str, tmp_path: Path) -> None
 
 
 def test_slug() -> None:
+    from umaf.io import slug
+
     assert slug("zoo:llama-m-a") == "zoo-llama-m-a"
     assert slug("/tmp/x y/model") == "tmp-x-y-model"
 

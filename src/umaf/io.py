@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,12 @@ from umaf.errors import UmafError
 
 #: Weights file of every trained UMAF component folder (extractor, generator, interpolator, gate).
 WEIGHTS_NAME = "model.safetensors"
+
+
+def slug(name: str) -> str:
+    """A file or folder name for a model or capability name (``zoo:llama-m-a`` -> ``zoo-llama-m-a``)."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
+    return text or "unnamed"
 
 
 def is_trained(folder: str | os.PathLike) -> bool:

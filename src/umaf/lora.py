@@ -35,7 +35,7 @@ import umaf
 from umaf.capabilities import Capability, get_capability
 from umaf.config import cache_dir, data_lines
 from umaf.errors import UmafError
-from umaf.io import atomic_path, check_writable
+from umaf.io import atomic_path, check_writable, slug
 from umaf.models import LoadedModel, load
 from umaf.schedule import warmup_cosine_scheduler
 from umaf.zoo.batches import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
@@ -169,12 +169,6 @@ class OracleEntry:
 
 
 # ----------------------------------------------------------------------------------------- locations
-
-
-def slug(name: str) -> str:
-    """A folder name for a model or capability name (``zoo:llama-m-a`` -> ``zoo-llama-m-a``)."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-.")
-    return text or "unnamed"
 
 
 def library_dir(target: str) -> Path:

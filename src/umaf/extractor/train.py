@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from umaf.extractor.config import ExtractorConfig
 from umaf.extractor.fingerprinting import model_features
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
-from umaf.io import atomic_path, check_writable
+from umaf.io import atomic_path, check_writable, slug
 from umaf.models import LoadedModel
 from umaf.schedule import warmup_cosine_scheduler
 
@@ -211,12 +210,8 @@ class FeatureBank:
         return float(acc.get(self.classes[c].name, math.nan))
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def _feature_file(model: str, capability: str) -> Path:
-    return cache_dir() / "features" / _slug(model) / f"{_slug(capability)}.safetensors"
+    return cache_dir() / "features" / slug(model) / f"{slug(capability)}.safetensors"
 
 
 def _cached(path: Path, key: str, probe_hash: str) -> tuple[Tensor, str] | None:

@@ -5,7 +5,7 @@ PEFT directory) ; ``train`` fits it on the target's oracle-LoRA library (ΔW rec
 end to end through the frozen target.
 """
 
-from umaf.generator.config import GeneratorConfig, generator_dir, target_slug
+from umaf.generator.config import GeneratorConfig, generator_dir
 from umaf.generator.generate import default_generator, generate_adapter, refactor, svd_factors
 from umaf.generator.model import AdapterGenerator, ModuleSpec, target_module_specs
 from umaf.generator.train import train_generator
@@ -20,6 +20,5 @@ __all__ = [
     "refactor",
     "svd_factors",
     "target_module_specs",
-    "target_slug",
     "train_generator",
 ]

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from umaf.config import FINGERPRINT_DIM, cache_dir
 from umaf.errors import UmafError
-
-
-def target_slug(target: str) -> str:
-    """Folder-safe name of a target model (``zoo:llama-m-a`` -> ``zoo_llama-m-a``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(target)).strip("_") or "_"
+from umaf.io import slug
 
 
 def generator_dir(target: str) -> Path:
     """Where the default generator for ``target`` lives: ``cache_dir()/generators/<target-slug>``."""
-    return cache_dir() / "generators" / target_slug(target)
+    return cache_dir() / "generators" / slug(target)
 
 
 #: Fields that define the network (saved with it); the others only steer training.

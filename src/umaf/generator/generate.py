@@ -18,9 +18,9 @@ from torch import Tensor
 
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.generator.config import generator_dir, target_slug
+from umaf.generator.config import generator_dir
 from umaf.generator.model import AdapterGenerator
-from umaf.io import WEIGHTS_NAME, atomic_path, check_writable, is_trained
+from umaf.io import WEIGHTS_NAME, atomic_path, check_writable, is_trained, slug
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -79,7 +79,7 @@ def refactor(a: Tensor, b: Tensor, rank: int) -> tuple[Tensor, Tensor]:
 def check_fingerprint(fp: Fingerprint, generator: AdapterGenerator, target: str | None = None) -> None:
     """Refuse a fingerprint the generator cannot read, or a target it was not trained for."""
     fp.validate()
-    if target is not None and target_slug(target) != target_slug(generator.target):
+    if target is not None and slug(target) != slug(generator.target):
         raise UmafError(f"this generator writes adapters for {generator.target}, not {target}")
     fp_hash = str(fp.meta.get("extractor_hash"))
     if fp_hash != generator.extractor_hash:

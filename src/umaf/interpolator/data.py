@@ -8,7 +8,6 @@ while the zoo model is unchanged, so a second run only loads files.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from umaf.capabilities import family_instances, get_capability, list_families, t
 from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.io import is_trained
+from umaf.io import is_trained, slug
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,9 @@ def default_capabilities(n_family_instances: int = 4, seed: int = 0) -> list[str
     return [n for n in names if not is_held_out(n)]
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 def fingerprint_cache(extractor_hash: str) -> Path:
     """Folder of cached zoo fingerprints made by the extractor with this hash."""
-    return cache_dir() / "interpolator" / "fingerprints" / _slug(extractor_hash)
+    return cache_dir() / "interpolator" / "fingerprints" / slug(extractor_hash)
 
 
 def _read_cached(path: Path, probe_hash: str, newer_than: float) -> Fingerprint | None:
@@ -83,15 +78,15 @@ def model_fingerprints(
     from umaf.zoo.build import META_FILE
 
     caps = [get_capability(c) for c in capabilities]
-    folder = fingerprint_cache(extractor.extractor_hash) / _slug(entry.name)
+    folder = fingerprint_cache(extractor.extractor_hash) / slug(entry.name)
     built = (entry.path / META_FILE).stat().st_mtime
-    found = [_read_cached(folder / f"{_slug(c.name)}.safetensors", c.probe_hash(), built) for c in caps]
+    found = [_read_cached(folder / f"{slug(c.name)}.safetensors", c.probe_hash(), built) for c in caps]
     missing = [i for i, fp in enumerate(found) if fp is None]
     if missing:
         loaded = load(entry.model_id)
         for i in tqdm(missing, desc=f"fingerprints {entry.name}", disable=not progress, leave=False):
             fp = fingerprint(loaded, caps[i], extractor, progress=False)
-            fp.save(folder / f"{_slug(caps[i].name)}.safetensors", overwrite=True)
+            fp.save(folder / f"{slug(caps[i].name)}.safetensors", overwrite=True)
             found[i] = fp
     return [fp for fp in found if fp is not None]
 

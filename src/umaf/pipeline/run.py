@@ -8,7 +8,6 @@ succeeded: ``fingerprints/``, ``adapter/`` (PEFT), ``results.json``, ``report.ht
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from umaf.fingerprint import Fingerprint
-from umaf.io import atomic_path, is_trained
+from umaf.io import atomic_path, is_trained, slug
 from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready, quick_zoo_missing
 
 Fingerprints = dict[tuple[str, str], Fingerprint]
@@ -28,8 +27,9 @@ def _say(message: str) -> None:
     tqdm.write(f"umaf: {message}", file=sys.stderr)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+def fp_file(*parts: str) -> str:
+    """File name of a pipeline fingerprint: its slugged parts joined (model, capability[, "at", target])."""
+    return "-".join(slug(p) for p in parts) + ".safetensors"
 
 
 def fingerprint_all(
@@ -54,7 +54,7 @@ def fingerprint_all(
         for cap in caps:
             bar.set_postfix_str(f"{model}:{cap}")
             fp = fingerprint(loaded, cap, extractor, progress=False)
-            fp.save(folder / f"{_slug(model)}-{_slug(cap)}.safetensors")
+            fp.save(folder / fp_file(model, cap))
             fps[model, cap] = fp
             bar.update()
         if model == keep:
@@ -139,10 +139,7 @@ def adapter_fingerprint(
         fp = fps[ref.key]
         if interpolator is not None:
             fp = interpolate(fp, target, interpolator=interpolator)
-            fp.save(
-                folder
-                / f"{_slug(ref.model)}-{_slug(ref.capability)}-at-{_slug(target.info.name)}.safetensors"
-            )
+            fp.save(folder / fp_file(ref.model, ref.capability, "at", target.info.name))
         used[ref.key] = fp
     weights = [ref.weight for ref in adapter.sources]
     vectors = list(used.values())
@@ -256,7 +253,7 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = N
     results: dict[str, Any] = {"name": spec.name, "target": target_name, "trained_this_run": trained}
     with atomic_path(spec.output, overwrite=overwrite, is_dir=True) as tmp:
         fps, target = fingerprint_all(spec, extractor, tmp / "fingerprints", keep=target_name)
-        results["fingerprints"] = [f"fingerprints/{_slug(m)}-{_slug(c)}.safetensors" for m, c in fps]
+        results["fingerprints"] = [f"fingerprints/{fp_file(m, c)}" for m, c in fps]
         results["similarity"] = similarity_table(fps, spec.metric)
         report_fps = list(fps.values())
         if spec.adapter is not None:
