@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from umaf.answers import answer_slots, evaluate, generate_answers
 from umaf.capabilities import get_capability, list_capabilities
+from umaf.encoding import IGNORE, collate, encode_example, leading_specials, pad_id
 from umaf.errors import UmafError
 from umaf.models import build_tiny, load
-from umaf.zoo import (
-    TrainConfig,
-    build_model,
-    build_zoo,
-    encode_example,
-    evaluate,
-    generate_answers,
-    list_zoo,
-    train_model,
-    zoo_specs,
-)
-from umaf.zoo.batches import IGNORE, collate, leading_specials, pad_id
-from umaf.zoo.generate import answer_slots
+from umaf.zoo import TrainConfig, build_model, build_zoo, list_zoo, train_model, zoo_specs
 from umaf.zoo.specs import QUICK_PREFIX, rotated_halves
 
 PROMPTS = ["cat ->", "12 + 7 ->", "a much longer prompt here ->"]

@@ -85,14 +85,14 @@ def evaluate(target: str | LoadedModel, capability: str | Capability, adapter: s
 
     Greedy decoding on the plain prompts; ``limit`` keeps the first examples only.
     """
-    from umaf.zoo.generate import evaluate as zoo_evaluate
+    from umaf.answers import evaluate as answers_evaluate
 
     cap = get_capability(capability) if isinstance(capability, str) else capability
     loaded = as_loaded(target)
     if limit is not None and limit < 1:
         raise UmafError(f"limit must be at least 1, got {limit}")
     with adapted(loaded, adapter) as model:
-        return zoo_evaluate(model, [cap], split=split, limit=limit, batch_size=batch_size)[cap.name]
+        return answers_evaluate(model, [cap], split=split, limit=limit, batch_size=batch_size)[cap.name]
 
 
 def perplexity(target: str | LoadedModel, adapter: str | Path | None = None, *,
@@ -111,7 +111,7 @@ def perplexity(target: str | LoadedModel, adapter: str | Path | None = None, *,
 
 def _total_nll(loaded: LoadedModel, texts: list[str], batch_size: int) -> tuple[float, int]:
     """Summed negative log-likelihood of every token after the first, and how many tokens that is."""
-    from umaf.zoo.batches import pad_id, pad_right, prompt_ids
+    from umaf.encoding import pad_id, pad_right, prompt_ids
 
     model, tokenizer = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device

@@ -9,7 +9,7 @@ capability) under ``cache_dir()/oracles/<target-slug>/<capability-slug>/``::
     adapter_model.safetensors    # PEFT LoRA factors
     oracle.json                  # config, base and oracle eval accuracy, train seconds, umaf version
 
-Training reuses the zoo's one encoding of examples (:mod:`umaf.zoo.batches`: loss on the answer
+Training uses UMAF's one encoding of examples (:mod:`umaf.encoding`: loss on the answer
 tokens only) with the plain prompt ``"<input> ->"``; the adapter itself says which task is meant.
 """
 
@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 import umaf
 from umaf.capabilities import Capability, get_capability
 from umaf.config import cache_dir, data_lines
+from umaf.encoding import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable, slug
 from umaf.models import LoadedModel, load
 from umaf.schedule import warmup_cosine_scheduler
-from umaf.zoo.batches import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 
 #: Metadata file written next to the PEFT files of every oracle.
 ORACLE_FILE = "oracle.json"
@@ -321,7 +321,7 @@ def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleCon
 
 def eval_accuracy(loaded: LoadedModel, capability: Capability, limit: int | None = None) -> float:
     """Exact-match accuracy of greedy answers to the plain prompts of the eval split (first ``limit``)."""
-    from umaf.zoo.generate import evaluate
+    from umaf.answers import evaluate
 
     return evaluate(loaded, [capability], split="eval", limit=limit)[capability.name]
 

@@ -228,8 +228,8 @@ def fit_end_to_end(
     accelerator: Any,
 ) -> list[float]:
     """LM loss of the frozen target with the generated ΔW hooked in (plus weighted reconstruction)."""
+    from umaf.encoding import collate, pad_id
     from umaf.lora import preserved
-    from umaf.zoo.batches import collate, pad_id
 
     items, train = e2e_items(loaded, lib, config.e2e_max_length), splits["train"]
     by_row = {r: (train.labels == r).nonzero().flatten().tolist() for r in range(lib.n_train)}

@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 import umaf
+from umaf.answers import SLOTS_ATTRIBUTE, evaluate
 from umaf.config import cache_dir
 from umaf.io import atomic_path
-from umaf.zoo.generate import SLOTS_ATTRIBUTE, evaluate
 from umaf.zoo.specs import QUICK_PREFIX, ZooSpec, zoo_specs
 from umaf.zoo.train import mask_slots, train_model
 
@@ -94,8 +94,8 @@ def torch_threads(threads: int | None):
 def build_model(spec: ZooSpec, *, progress: bool = True) -> ZooEntry:
     """Build, train, evaluate and save one zoo model (atomically) and return its entry."""
     from umaf.capabilities import get_capability, list_capabilities
+    from umaf.encoding import model_kind
     from umaf.models import build_tiny
-    from umaf.zoo.batches import model_kind
 
     torch.manual_seed(spec.seed)
     loaded = build_tiny(spec.family, spec.size, seed=spec.seed)

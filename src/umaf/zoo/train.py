@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from umaf.encoding import Encoded, collate, encode_examples, model_kind, pad_id, tag_prompt, texts_ids
 from umaf.schedule import warmup_cosine_scheduler
-from umaf.zoo.batches import Encoded, collate, encode_examples, model_kind, pad_id, tag_prompt, texts_ids
 from umaf.zoo.specs import TrainConfig
 
 #: Splits of a capability (their targets decide how many answer slots a masked LM needs).

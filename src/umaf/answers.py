@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from umaf.zoo.batches import (
+from umaf.encoding import (
     end_id,
     model_kind,
     pad_id,
