@@ -277,11 +277,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
 
 def quick_zoo_missing(names: Any) -> list[str]:
     """The quick-zoo models among ``names`` (``zoo:<name>``) that are not built yet."""
-    from umaf.config import cache_dir
-    from umaf.zoo.specs import zoo_specs
+    from umaf.zoo import is_built, zoo_specs
 
-    quick = {f"zoo:{s.name}" for s in zoo_specs(quick=True)}
-    return [n for n in names if n in quick and not (cache_dir() / "zoo" / n[4:] / "config.json").is_file()]
+    quick = {f"zoo:{spec.name}": spec for spec in zoo_specs(quick=True)}
+    return [n for n in names if n in quick and not is_built(quick[n])]
 
 
 def check_model(name: str, where: str, origin: str, buildable: bool = False) -> None:
@@ -290,13 +289,13 @@ def check_model(name: str, where: str, origin: str, buildable: bool = False) -> 
     Aliases always resolve; Hugging Face ids are checked when loaded (no model is loaded here).
     ``buildable``: a quick-zoo model that is not built yet is fine (the pipeline builds the quick zoo).
     """
-    from umaf.config import cache_dir
     from umaf.models import MODEL_ALIASES
+    from umaf.zoo import zoo_dir
 
     if name in MODEL_ALIASES or (buildable and quick_zoo_missing([name])):
         return
     if name.startswith("zoo:"):
-        if not (cache_dir() / "zoo" / name[4:] / "config.json").is_file():
+        if not (zoo_dir() / name[4:] / "config.json").is_file():
             raise UmafError(
                 f"{origin}: {where}: zoo model {name!r} is not built; run `umaf zoo build` "
                 "(or `umaf zoo list` to see what is)"
