@@ -38,7 +38,7 @@ from umaf.encoding import Encoded, collate, encode_example, leading_specials, pa
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable, slug
 from umaf.models import LoadedModel, load
-from umaf.schedule import warmup_cosine_scheduler
+from umaf.training import fit_batches, warmup_cosine_scheduler
 
 #: Metadata file written next to the PEFT files of every oracle.
 ORACLE_FILE = "oracle.json"
@@ -294,29 +294,15 @@ def fit_lora(model: nn.Module, items: list[Encoded], pad: int, config: OracleCon
     schedule = warmup_cosine_scheduler(optimizer, config.steps, warmup, config.min_lr_ratio)
     device = next(model.parameters()).device
     rng = random.Random(config.seed + 1)
-    model.train()
-    losses: list[float] = []
-    bar = tqdm(batch_order(len(items), config), disable=not progress, desc=desc, leave=False)
-    for step, indices in enumerate(bar):
-        batch = {k: v.to(device) for k, v in collate([items[i] for i in indices], pad).items()}
-        loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise UmafError(f"LoRA training diverged at step {step} (loss {float(loss)}); lower the lr")
-        total = loss
-        if replay and config.replay > 0:
-            picked = rng.sample(range(len(replay)), min(config.replay_batch, len(replay)))
-            extra = {k: v.to(device) for k, v in collate([replay[i] for i in picked], pad).items()}
-            total = loss + config.replay * model(**extra).loss
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    model.eval()
-    return losses
+
+    def replay_loss() -> Tensor:
+        picked = rng.sample(range(len(replay)), min(config.replay_batch, len(replay)))
+        extra = {k: v.to(device) for k, v in collate([replay[i] for i in picked], pad).items()}
+        return config.replay * model(**extra).loss
+
+    batches = ([items[i] for i in indices] for indices in batch_order(len(items), config))
+    return fit_batches(model, batches, pad, optimizer, schedule, config.steps, desc=desc, progress=progress,
+                       extra_loss=replay_loss if replay and config.replay > 0 else None)  # fmt: skip
 
 
 def eval_accuracy(loaded: LoadedModel, capability: Capability, limit: int | None = None) -> float:

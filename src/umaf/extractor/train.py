@@ -40,7 +40,7 @@ from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
 from umaf.io import atomic_path, check_writable, slug
 from umaf.models import LoadedModel
-from umaf.schedule import warmup_cosine_scheduler
+from umaf.training import warmup_cosine_scheduler
 
 #: Pretrained models whose activations train the extractor. SmolLM2 is left out by default: reading its
 #: features for every training capability takes about half an hour on two CPU cores, and leaving it out

@@ -45,7 +45,7 @@ from umaf.generator.data import (
 )
 from umaf.generator.model import TASK_TYPES, AdapterGenerator, ModuleSpec, target_module_specs
 from umaf.io import atomic_path, is_trained
-from umaf.schedule import warmup_cosine_scheduler
+from umaf.training import warmup_cosine_scheduler
 
 Factors = dict[str, tuple[Tensor, Tensor]]  # kind -> (A [B, L_k, r, in], B [B, L_k, out, r])
 

@@ -32,7 +32,7 @@ from umaf.interpolator.data import (
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale
 from umaf.io import atomic_path, check_writable
-from umaf.schedule import warmup_cosine_scheduler
+from umaf.training import warmup_cosine_scheduler
 
 Pairs = list[tuple[int, int]]
 

@@ -8,10 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from umaf.encoding import Encoded, collate, encode_examples, model_kind, pad_id, tag_prompt, texts_ids
-from umaf.schedule import warmup_cosine_scheduler
+from umaf.encoding import Encoded, encode_examples, model_kind, pad_id, tag_prompt, texts_ids
+from umaf.training import fit_batches, warmup_cosine_scheduler
 from umaf.zoo.specs import TrainConfig
 
 #: Splits of a capability (their targets decide how many answer slots a masked LM needs).
@@ -77,29 +76,11 @@ def train_model(loaded: Any, capabilities: Sequence[Any], config: TrainConfig, *
     model, pad = loaded.model, pad_id(loaded.tokenizer)
     if config.dropout is not None:
         set_dropout(model, config.dropout)
-    device = next(model.parameters()).device
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     warmup = max(1, int(config.warmup * config.steps))
     schedule = warmup_cosine_scheduler(optimizer, config.steps, warmup, config.min_lr_ratio)
-    model.train()
-    losses: list[float] = []
-    stream = batch_stream(data, config, rng)
-    bar = tqdm(range(config.steps), disable=not progress, desc="train", leave=False)
-    for step in bar:
-        batch = {k: v.to(device) for k, v in collate(next(stream), pad).items()}
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        if on_loss is not None:
-            on_loss(step, losses[-1])
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
-    model.eval()
-    return losses
+    return fit_batches(model, batch_stream(data, config, rng), pad, optimizer, schedule, config.steps,
+                       progress=progress, on_loss=on_loss, report_every=50)
