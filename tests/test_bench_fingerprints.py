@@ -16,6 +16,7 @@ from umaf.bench.fingerprints import (
     retrieval_top1,
     within_group_auc,
 )
+from umaf.errors import UmafError
 
 
 def _reading(direction: torch.Tensor, noise: float, seed: int) -> Reading:
@@ -56,7 +57,7 @@ def test_retrieval_is_near_chance_for_pure_noise():
 
 def test_retrieval_skips_same_family_pairs():
     readings, families = _readings(noise=0.01)
-    with pytest.raises(ValueError, match="cross-family"):
+    with pytest.raises(UmafError, match="no query and gallery models of different families"):
         retrieval_top1(readings, families, ["x"], ["z"], ["a"], ["a", "b"], SCORERS["umaf"])
 
 

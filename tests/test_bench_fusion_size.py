@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import umaf
-from umaf.bench import SUITES
 from umaf.bench import fusion as fusion_bench
 from umaf.bench import size as size_bench
+from umaf.bench.registry import SUITES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.fusion import FUSION_MODES
@@ -147,22 +147,22 @@ def test_fusion_suite_needs_learnable_capabilities(tmp_path: Path) -> None:
 def test_missing_dependencies_name_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import umaf.extractor
     import umaf.zoo
-    from umaf.interpolator import data
+    from umaf.zoo import fingerprints as zoo_fps
 
     monkeypatch.setattr(umaf.zoo, "list_zoo", lambda quick=False: [])
     monkeypatch.setattr(umaf.extractor, "default_extractor_dir", lambda: tmp_path / "no-extractor")
     with pytest.raises(UmafError, match="umaf zoo build"):
         fusion_bench.bench_fusion(quick=True)
-    monkeypatch.setattr(data, "require_zoo", lambda *a, **k: zoo_entries(tmp_path))
+    monkeypatch.setattr(zoo_fps, "require_zoo", lambda *a, **k: zoo_entries(tmp_path))
     with pytest.raises(UmafError, match="umaf train extractor"):
         fusion_bench.resolve_toolkit("zoo:llama-m-a")
-    monkeypatch.setattr(data, "require_default_extractor", lambda: object())
+    monkeypatch.setattr(zoo_fps, "require_default_extractor", lambda: object())
     with pytest.raises(UmafError, match="umaf train lora --target zoo:llama-m-a"):
         fusion_bench.resolve_toolkit("zoo:llama-m-a")
-    import umaf.lora
+    import umaf.adapters.oracles
 
-    entry = umaf.lora.OracleEntry("reverse", tmp_path, 0.1, 0.9, 1.0)
-    monkeypatch.setattr(umaf.lora, "library", lambda target: [entry])
+    entry = umaf.adapters.oracles.OracleEntry("reverse", tmp_path, 0.1, 0.9, 1.0)
+    monkeypatch.setattr(umaf.adapters.oracles, "library", lambda target: [entry])
     with pytest.raises(UmafError, match="umaf train generator --target zoo:llama-m-a"):
         fusion_bench.resolve_toolkit("zoo:llama-m-a")
     with pytest.raises(UmafError, match="umaf train interpolator"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from umaf.adapters.oracles import OracleConfig, train_oracle
 from umaf.bench.transfer import (
     MIN_ORACLE_GAIN,
     TransferPlan,
@@ -22,7 +23,6 @@ from umaf.bench.transfer import (
 )
 from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES
 from umaf.fingerprint import Fingerprint
-from umaf.lora import OracleConfig, train_oracle
 from umaf.models import build_tiny
 
 
@@ -159,7 +159,7 @@ def test_run_with_a_stand_in_generator(setup: dict, monkeypatch: pytest.MonkeyPa
 
 
 def test_suite_is_registered_and_asks_for_a_generator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from umaf.bench import SUITES
+    from umaf.bench.registry import SUITES
     from umaf.errors import UmafError
 
     assert SUITES.get("transfer") is bench_transfer

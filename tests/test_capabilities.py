@@ -20,9 +20,12 @@ from umaf.capabilities import (
     Example,
     family_instances,
     get_capability,
+    is_held_out,
+    is_held_out_model_family,
     list_capabilities,
     list_families,
     training_capabilities,
+    training_families,
 )
 from umaf.config import HELD_OUT_CAPABILITIES
 from umaf.errors import UmafError
@@ -106,6 +109,19 @@ def test_held_out_capabilities() -> None:
     training = training_capabilities()
     assert not set(training) & set(HELD_OUT_CAPABILITIES)
     assert len(training) == len(NAMED) - len(HELD_OUT_CAPABILITIES)
+
+
+def test_one_held_out_policy_for_names_instances_and_user_files(monkeypatch, tmp_path) -> None:
+    assert is_held_out("subtract") and is_held_out(" Capital ") and not is_held_out("reverse")
+    assert not is_held_out("add_k:7") and not is_held_out(get_capability("add_k:7"))
+    # a user file is never trained on: held out whatever it is called, by object and by recorded name
+    user = get_capability(_write(tmp_path / "reverse.jsonl", _rows(40)))
+    assert user.name == "reverse" and user.held_out and is_held_out(user) and is_held_out("mytask")
+    # a family listed as held out holds out every instance of it, and its name is left out of training
+    monkeypatch.setattr(caps.core, "HELD_OUT_CAPABILITIES", (*HELD_OUT_CAPABILITIES, "add_k"))
+    assert is_held_out("add_k:7") and get_capability("add_k:8").held_out
+    assert "add_k" not in training_families() and training_families(["caesar", "add_k"]) == ["caesar"]
+    assert is_held_out_model_family("t5") and not is_held_out_model_family("llama")
 
 
 ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -249,7 +265,7 @@ def _rows(n: int) -> list[dict]:
 def test_jsonl_round_trip(tmp_path) -> None:
     path = _write(tmp_path / "mytask.jsonl", _rows(100))
     cap = get_capability(path)
-    assert (cap.name, cap.kind, cap.family, cap.held_out) == ("mytask", "custom", None, False)
+    assert (cap.name, cap.kind, cap.family, cap.held_out) == ("mytask", "custom", None, True)
     _check_splits(cap, min_probe=25, min_eval=25)
     seen = {ex.input: ex.output for w in SPLITS for ex in cap.split(w)}
     assert seen == {r["input"]: r["output"] for r in _rows(100)}

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from umaf.adapters.oracles import OracleConfig, fit_oracle
 from umaf.capabilities import CHARSET
 from umaf.errors import UmafError
 from umaf.evaluation import adapted, evaluate, general_texts, perplexity
-from umaf.lora import OracleConfig, fit_oracle
 from umaf.models import build_tiny
 
 

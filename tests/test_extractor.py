@@ -219,10 +219,12 @@ def test_check_trainable_refuses_held_out() -> None:
 
 
 def test_supcon_loss_prefers_clustered_embeddings() -> None:
+    from umaf.extractor.losses import supcon_loss
+
     labels = torch.tensor([0, 0, 1, 1])
     clustered = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0.1], [0, 1], [0.1, 1]]), dim=-1)
     mixed = clustered[[0, 2, 1, 3]]
-    assert train_module.supcon_loss(clustered, labels, 0.1) < train_module.supcon_loss(mixed, labels, 0.1)
+    assert supcon_loss(clustered, labels, 0.1) < supcon_loss(mixed, labels, 0.1)
 
 
 @pytest.fixture
@@ -277,6 +279,25 @@ def test_training_smoke_run(
     back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
     assert back.extractor_hash == extractor.extractor_hash
     assert json.loads((tmp_path / "ext" / "training.json").read_text())["val_models"] == report["val_models"]
+
+
+def test_feature_cache_is_read_again_when_the_model_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "local-llama"
+    for part in (build_tiny("llama", "xs", seed=0).model, build_tiny("llama", "xs").tokenizer):
+        part.save_pretrained(folder)
+    loads: list[str] = []
+    real = train_module.load_model
+    monkeypatch.setattr(train_module, "load_model", lambda name: loads.append(name) or real(name))
+    model, classes = train_module.TrainModel(str(folder), "?"), [get_capability("reverse")]
+    config = train_module.TrainConfig(extractor=SMALL, progress=False)
+    _, (first,) = train_module.model_class_features(model, classes, config)
+    _, (cached,) = train_module.model_class_features(model, classes, config)
+    assert len(loads) == 1 and torch.equal(first, cached)
+    build_tiny("llama", "xs", seed=5).model.save_pretrained(folder)  # the folder now holds another model
+    _, (fresh,) = train_module.model_class_features(model, classes, config)
+    assert len(loads) == 2 and not torch.allclose(fresh, first)
 
 
 def test_view_sampler_draws_distinct_architectures_per_class() -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import umaf
+from umaf.capabilities import is_held_out
 from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -26,7 +27,6 @@ from umaf.fusion import (
 from umaf.fusion import fusing as fuse_module
 from umaf.fusion import train as fusion_train
 from umaf.interpolator import ZooFingerprint
-from umaf.interpolator.data import is_held_out
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

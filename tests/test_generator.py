@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from umaf.capabilities import check_trainable
 from umaf.config import HELD_OUT_CAPABILITIES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -21,7 +22,7 @@ from umaf.generator import (
     svd_factors,
     target_module_specs,
 )
-from umaf.generator.data import check_trainable, low_rank_factors
+from umaf.generator.data import low_rank_factors
 from umaf.models import build_tiny
 
 EXTRACTOR_HASH = "e" * 16
@@ -273,10 +274,10 @@ def test_check_trainable_refuses_held_out() -> None:
 
 
 def write_synthetic_oracle(target, capability: str, seed: int) -> None:
-    """A random PEFT LoRA saved as the oracle of ``capability`` (oracle.json as umaf.lora writes it)."""
+    """A random PEFT LoRA saved as the oracle of ``capability`` (oracle.json as the oracles write it)."""
     from peft import LoraConfig, get_peft_model
 
-    from umaf.lora import ORACLE_FILE, OracleConfig, oracle_dir
+    from umaf.adapters.oracles import ORACLE_FILE, OracleConfig, oracle_dir
 
     config = OracleConfig(rank=4, alpha=8, steps=1)
     fresh = build_tiny("llama", "xs", seed=7)
@@ -416,7 +417,7 @@ def test_training_without_a_library_is_a_umaf_error(small_extractor, tmp_path: P
 
 def test_relative_errors_match_the_dense_computation() -> None:
     from umaf.generator.data import LibraryTargets
-    from umaf.generator.train import relative_errors
+    from umaf.generator.losses import relative_errors
 
     gen = torch.Generator().manual_seed(5)
     ta, tb = (

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import umaf
+from umaf.capabilities import is_held_out
 from umaf.config import HELD_OUT_CAPABILITIES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -27,7 +28,7 @@ from umaf.interpolator import (
     train_interpolator,
 )
 from umaf.interpolator import train as train_module
-from umaf.interpolator.data import default_capabilities, is_held_out
+from umaf.interpolator.data import default_capabilities
 from umaf.interpolator.train import split_pairs
 from umaf.models import TINY_SIZES
 

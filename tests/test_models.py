@@ -141,6 +141,26 @@ def test_load_zoo_name(tiny_llama, umaf_cache):
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
 
 
+def test_weights_stamp_follows_the_weights(tiny_llama, umaf_cache, tmp_path):
+    from umaf.models import weights_stamp
+
+    folder = tmp_path / "model"
+    tiny_llama.model.save_pretrained(folder)
+    tiny_llama.tokenizer.save_pretrained(folder)
+    first = weights_stamp(folder)
+    assert weights_stamp(str(folder)) == first  # cheap and stable: nothing changed
+    build_tiny("llama", "xs", seed=99).model.save_pretrained(folder)  # same shapes, new weights
+    rewritten = weights_stamp(folder)
+    assert rewritten != first
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))
+    assert weights_stamp(folder) not in (first, rewritten)
+    zoo = umaf_cache / "zoo" / "stamped-llama"
+    tiny_llama.model.save_pretrained(zoo)
+    assert weights_stamp("zoo:stamped-llama") != weights_stamp("zoo:not-built-here")
+    assert weights_stamp("minilm") != weights_stamp("smollm2")  # aliases: their packages' versions
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

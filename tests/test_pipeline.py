@@ -164,9 +164,31 @@ def test_nearest_other_model_skips_the_own_model() -> None:
     from umaf.pipeline.run import nearest_other_model
 
     sim = {"metric": "cosine", "labels": ["a:x", "a:y", "zoo:b:x"],
+           "pairs": [["a", "x"], ["a", "y"], ["zoo:b", "x"]],
            "matrix": [[1.0, 0.9, 0.5], [0.9, 1.0, 0.2], [0.5, 0.2, 1.0]]}  # fmt: skip
-    assert nearest_other_model(sim) == [("a:x", "zoo:b:x"), ("a:y", "zoo:b:x"), ("zoo:b:x", "a:x")]
-    assert nearest_other_model({**sim, "metric": "kl"})[2] == ("zoo:b:x", "a:y")  # lower is closer
+    assert nearest_other_model(sim) == [(0, 2), (1, 2), (2, 0)]
+    assert nearest_other_model({**sim, "metric": "kl"})[2] == (2, 1)  # lower is closer
+
+
+def test_summary_keeps_family_instance_and_zoo_labels_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.pipeline.run import print_summary, similarity_table
+
+    def fp(vector: list[float]) -> Fingerprint:
+        return Fingerprint(torch.tensor(vector))
+
+    # rsplit(":") would read minilm:add_k:7 as model "minilm:add_k" and capability "7"
+    zoo = "zoo:llama-m-a"
+    fps = {("minilm", "add_k:7"): fp([1.0, 0.0]), ("minilm", "add_k:8"): fp([0.0, 1.0]),
+           (zoo, "add_k:7"): fp([0.9, 0.1]), (zoo, "add_k:8"): fp([0.1, 0.9])}  # fmt: skip
+    sim = similarity_table(fps, "cosine")
+    assert sim["labels"][0] == "minilm:add_k:7" and sim["pairs"][2] == ["zoo:llama-m-a", "add_k:7"]
+    print_summary({"similarity": sim, "trained_this_run": [], "seconds": 1.0}, Path("out"))
+    printed = capsys.readouterr().out
+    assert "(4/4 the same capability;" in printed
+    rows = {line.split()[0]: line.split()[2:] for line in printed.splitlines() if " -> " in line}
+    assert rows["minilm:add_k:7"] == ["zoo:llama-m-a:add_k:7", "0.994"]
+    assert rows["zoo:llama-m-a:add_k:8"] == ["minilm:add_k:8", "0.994"]
 
 
 def test_format_results_aligns_missing_cells() -> None:

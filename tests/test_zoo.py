@@ -191,6 +191,32 @@ def test_changed_spec_is_rebuilt(built):
     assert entry.meta["spec"] != entries[0].meta["spec"]
 
 
+def test_cached_fingerprints_follow_the_zoo_model(built, monkeypatch):
+    import torch
+
+    import umaf.extractor
+    from umaf.extractor import CapabilityExtractor, ExtractorConfig
+    from umaf.zoo.fingerprints import model_fingerprints
+
+    specs, _ = built
+    small = ExtractorConfig(depth_bins=4, n_anchors=16, d_model=32, n_layers=1, n_heads=2, ffn=64,
+                            head_hidden=64)  # fmt: skip
+    extractor = CapabilityExtractor(small).eval()
+    calls = []
+    real = umaf.extractor.fingerprint
+    monkeypatch.setattr(umaf.extractor, "fingerprint", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    entry = next(e for e in list_zoo(quick=True) if e.name == specs[1].name)
+    (first,) = model_fingerprints(entry, ["reverse"], extractor)
+    (cached,) = model_fingerprints(entry, ["reverse"], extractor)
+    assert len(calls) == 1 and torch.equal(first.vector, cached.vector)
+    build_tiny(entry.family, entry.size, seed=123).model.save_pretrained(entry.path)  # zoo.json untouched
+    (fresh,) = model_fingerprints(entry, ["reverse"], extractor)
+    assert len(calls) == 2 and not torch.allclose(fresh.vector, first.vector)
+    (rebuilt,) = build_zoo(specs=[replace(specs[1], train=replace(specs[1].train, steps=2))], progress=False)
+    (again,) = model_fingerprints(rebuilt, ["reverse"], extractor)
+    assert len(calls) == 3 and not torch.allclose(again.vector, fresh.vector)
+
+
 def test_masked_lm_is_evaluated_with_the_slots_it_was_trained_with(monkeypatch, tmp_path):
     import umaf.zoo.build as build_module
 

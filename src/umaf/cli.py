@@ -8,10 +8,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from umaf import __version__
+from umaf import __version__, pretrained
 from umaf.errors import UmafError
+from umaf.formatting import format_matrix
 
 Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _add_placement(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--device`` (and ``--dtype``) of a command that loads models; checked where the models load."""
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: CUDA when available, else cpu)")
+    if dtype:
+        p.add_argument("--dtype", help="float32 (default), bfloat16 or float16; fingerprints stay float32")
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> None:
@@ -21,9 +29,16 @@ def _cmd_fingerprint(args: argparse.Namespace) -> None:
     from umaf.models import load
 
     check_writable(args.output, args.overwrite)
+    if args.batch_size < 1:
+        raise UmafError(f"--batch-size must be at least 1, got {args.batch_size}")
     capability = get_capability(args.capability)
-    extractor = CapabilityExtractor.from_pretrained(args.extractor) if args.extractor else default_extractor()
-    loaded = load(args.model, allow_download=args.allow_download)
+    if args.extractor:
+        extractor = CapabilityExtractor.from_pretrained(args.extractor)
+    elif not args.train:
+        extractor = default_extractor()  # a missing one fails here, before the model loads
+    loaded = load(args.model, allow_download=args.allow_download, dtype=args.dtype, device=args.device)
+    if args.train and not args.extractor:
+        extractor = default_extractor(train_missing=True)  # may train: only once the model has loaded
     fp = fingerprint(loaded, capability, extractor, part=args.part, batch_size=args.batch_size)
     fp.save(args.output, overwrite=args.overwrite)
     print(f"wrote {args.output} ({loaded.info.name}, {capability.name})", file=sys.stderr)
@@ -54,17 +69,6 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         print(format_matrix(labels, matrix.tolist()))
 
 
-def format_matrix(labels: list[str], rows: list[list[float]]) -> str:
-    """Render a square similarity matrix as an aligned plain-text table."""
-    short = [f"[{i}]" for i in range(len(labels))]
-    width = max(7, *(len(s) for s in short))
-    lines = [" " * (width + 1) + " ".join(s.rjust(width) for s in short)]
-    for tag, row in zip(short, rows, strict=True):
-        lines.append(tag.rjust(width) + " " + " ".join(f"{v:{width}.3f}" for v in row))
-    lines += [f"{tag} {label}" for tag, label in zip(short, labels, strict=True)]
-    return "\n".join(lines)
-
-
 def _cmd_capabilities(args: argparse.Namespace) -> None:
     from umaf.capabilities import get_capability, list_capabilities, list_families
 
@@ -85,9 +89,13 @@ def _cmd_capabilities(args: argparse.Namespace) -> None:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> None:
+    from umaf.pretrained import is_shipped
     from umaf.zoo import build_zoo, list_zoo
 
-    entries = build_zoo(quick=args.quick) if args.action == "build" else list_zoo()
+    if args.action == "build":
+        entries = build_zoo(quick=args.quick, device=args.device)
+    else:
+        entries = list_zoo() + list_zoo(quick=True)
     if not entries:
         print("the zoo is empty; run `umaf zoo build --quick` (5 min) or `umaf zoo build`", file=sys.stderr)
     for e in entries:
@@ -95,14 +103,15 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
         other = [a for c, a in e.accuracy.items() if c not in e.trained]
         mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
         print(
-            f"{e.name:14} {e.family:8} {e.size:3} trained on {len(e.trained):2} capabilities  "
-            f"acc trained {mean(trained):.2f}  untrained {mean(other):.2f}"
+            f"{e.name:14} {'quick' if e.quick else 'full':5} {e.family:8} {e.size:3} trained on "
+            f"{len(e.trained):2} capabilities  acc trained {mean(trained):.2f}  untrained {mean(other):.2f}"
+            + ("  (shipped)" if is_shipped(e.path) else "")
         )
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
     from umaf.fingerprint import Fingerprint
-    from umaf.interpolator import SizeInterpolator, default_interpolator, interpolate
+    from umaf.interpolator import SizeInterpolator, interpolate
     from umaf.io import check_writable
 
     check_writable(args.output, args.overwrite)
@@ -112,9 +121,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     if args.to is not None and any(v is not None for v in explicit):
         raise UmafError("--to cannot be combined with --to-params, --to-layers or --to-width")
     fp = Fingerprint.load(args.fingerprint)
-    interpolator = (
-        SizeInterpolator.from_pretrained(args.interpolator) if args.interpolator else default_interpolator()
-    )
+    interpolator = SizeInterpolator.from_pretrained(args.interpolator) if args.interpolator else None
     out = interpolate(fp, args.to, params=args.to_params, layers=args.to_layers, width=args.to_width,
                       interpolator=interpolator)  # fmt: skip
     out.save(args.output, overwrite=args.overwrite)
@@ -128,6 +135,7 @@ def _cmd_fuse(args: argparse.Namespace) -> None:
     from umaf.fingerprint import Fingerprint
     from umaf.fusion import FusionGate, fuse
     from umaf.io import check_writable
+    from umaf.models import load_defaults
 
     check_writable(args.output, args.overwrite)
     if args.query is not None and args.capability is not None:
@@ -135,19 +143,35 @@ def _cmd_fuse(args: argparse.Namespace) -> None:
     fps = [Fingerprint.load(p) for p in args.fingerprints]
     query = Fingerprint.load(args.query) if args.query is not None else args.capability
     gate = FusionGate.from_pretrained(args.gate) if args.gate else None
-    fused = fuse(fps, weights=args.weights, mode=args.mode, query=query, gate=gate)
+    with load_defaults(args.device, args.dtype):  # gated with --capability reads the gate's reference model
+        fused = fuse(fps, weights=args.weights, mode=args.mode, query=query, gate=gate)
     fused.save(args.output, overwrite=args.overwrite)
     weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.3f}" for s in fused.meta["sources"])
     print(f"wrote {args.output} ({fused.meta['fusion_mode']}: {weights})", file=sys.stderr)
 
 
-def _cmd_train_interpolator(args: argparse.Namespace) -> None:
-    from umaf.interpolator import InterpolatorTrainConfig, default_interpolator_dir, train_interpolator
+def _cmd_train_all(args: argparse.Namespace) -> None:
+    from umaf.pretrained.build import train_all
 
-    config = InterpolatorTrainConfig(held_out_sizes=tuple(args.held_out_sizes))
-    if args.steps:
-        config.steps = args.steps
-    output = args.output or default_interpolator_dir()
+    train_all(ship_to=pretrained.SHIPPED_DIR if args.ship else None)
+
+
+def _cmd_train_extractor(args: argparse.Namespace) -> None:
+    from umaf.config_args import build_config, config_overrides
+    from umaf.extractor import TrainConfig, train_extractor
+
+    config = build_config(TrainConfig, config_overrides(args))
+    output = args.output or pretrained.user_dir(pretrained.EXTRACTOR)
+    train_extractor(config, models=args.models, output=output, overwrite=args.overwrite)
+    print(f"saved the extractor to {output}", file=sys.stderr)
+
+
+def _cmd_train_interpolator(args: argparse.Namespace) -> None:
+    from umaf.config_args import build_config, config_overrides
+    from umaf.interpolator import InterpolatorTrainConfig, train_interpolator
+
+    config = build_config(InterpolatorTrainConfig, config_overrides(args))
+    output = args.output or pretrained.user_dir(pretrained.INTERPOLATOR)
     model = train_interpolator(config, output=output, overwrite=args.overwrite)
     r = model.train_report
     print(f"saved {output}: cosine to the true fingerprint on held-out sizes {r['held_out_sizes']}: "
@@ -156,12 +180,11 @@ def _cmd_train_interpolator(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_fusion(args: argparse.Namespace) -> None:
-    from umaf.fusion import FusionTrainConfig, GateConfig, default_gate_dir, train_fusion
+    from umaf.config_args import build_config, config_overrides
+    from umaf.fusion import FusionTrainConfig, train_fusion
 
-    config = FusionTrainConfig(gate=GateConfig(reference_model=args.reference_model))
-    if args.steps:
-        config.steps = args.steps
-    output = args.output or default_gate_dir()
+    config = build_config(FusionTrainConfig, config_overrides(args))
+    output = args.output or pretrained.user_dir(pretrained.GATE)
     gate = train_fusion(config, output=output, overwrite=args.overwrite)
     r = gate.train_report
     print(f"saved {output}: validation cosine to the asked capability: equal weights "
@@ -170,12 +193,13 @@ def _cmd_train_fusion(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_lora(args: argparse.Namespace) -> None:
+    from umaf.adapters.oracles import build_library, library_dir, train_oracle
     from umaf.capabilities import get_capability
-    from umaf.lora import build_library, library_dir, train_oracle
+    from umaf.config_args import config_overrides
 
     if not args.target or not args.capability:
         raise UmafError("train lora needs --target MODEL and --capability NAME [NAME ...]")
-    config = {"steps": args.steps} if args.steps else None
+    config = config_overrides(args)  # overrides of the target's defaults, checked before it loads
     if len(args.capability) == 1:
         cap = args.capability[0]
         path = train_oracle(args.target, cap, config, output=args.output, overwrite=args.overwrite)
@@ -189,24 +213,24 @@ def _cmd_train_lora(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_generator(args: argparse.Namespace) -> None:
+    from umaf.config_args import build_config, config_overrides
     from umaf.generator import GeneratorConfig, train_generator
 
-    if not args.target:
+    overrides = config_overrides(args)
+    if "target" not in overrides:
         raise UmafError("train generator needs --target MODEL")
-    config = GeneratorConfig(steps=args.steps) if args.steps else None
-    train_generator(args.target, config, output=args.output, overwrite=args.overwrite)
+    config = build_config(GeneratorConfig, overrides)
+    train_generator(config.target, config, output=args.output, overwrite=args.overwrite)
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
     from umaf.fingerprint import Fingerprint
-    from umaf.generator import AdapterGenerator, default_generator, generate_adapter
+    from umaf.generator import AdapterGenerator, generate_adapter
     from umaf.io import check_writable
 
     check_writable(args.output, args.overwrite)
     fp = Fingerprint.load(args.fingerprint)
-    generator = (
-        AdapterGenerator.from_pretrained(args.generator) if args.generator else default_generator(args.target)
-    )
+    generator = AdapterGenerator.from_pretrained(args.generator) if args.generator else None  # None: default
     path = generate_adapter(
         fp, generator, args.output, rank=args.rank, overwrite=args.overwrite, target=args.target
     )
@@ -214,40 +238,24 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from umaf.evaluation import evaluate, perplexity
+    from umaf.evaluation import check_evaluation, evaluate, perplexity
     from umaf.models import load
 
-    loaded = load(args.model, allow_download=args.allow_download)
+    capability = check_evaluation(args.capability, args.adapter, args.limit)  # before loading the model
+    loaded = load(args.model, allow_download=args.allow_download, dtype=args.dtype, device=args.device)
     result = {"model": args.model, "adapter": str(args.adapter) if args.adapter else None}
     result["capability"] = args.capability
-    result["accuracy"] = evaluate(loaded, args.capability, args.adapter)
+    result["accuracy"] = evaluate(loaded, capability, args.adapter, limit=args.limit)
     if args.perplexity:
         result["perplexity"] = perplexity(loaded, args.adapter)
     print(json.dumps(result, indent=2) if args.json else "  ".join(f"{k}={v}" for k, v in result.items()))
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    if args.component == "interpolator":
-        return _cmd_train_interpolator(args)
-    if args.component == "fusion":
-        return _cmd_train_fusion(args)
-    if args.component == "lora":
-        return _cmd_train_lora(args)
-    if args.component == "generator":
-        return _cmd_train_generator(args)
-    from umaf.extractor import TrainConfig, train_extractor
-    from umaf.extractor.fingerprinting import default_extractor_dir
-
-    config = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
-    output = args.output or default_extractor_dir()
-    train_extractor(config, models=args.models, output=output, overwrite=args.overwrite)
-    print(f"saved the extractor to {output}", file=sys.stderr)
-
-
 def _cmd_bench(args: argparse.Namespace) -> None:
     from umaf.bench import run_benchmark
 
-    run_benchmark(args.suite, args.json, quick=args.quick, overwrite=args.overwrite, target=args.target)
+    run_benchmark(args.suite, args.json, quick=args.quick, overwrite=args.overwrite, target=args.target,
+                  device=args.device, dtype=args.dtype)  # fmt: skip
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -278,9 +286,19 @@ def _load_bench(path: Path) -> dict:
 def _cmd_run(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from umaf.pipeline import EXAMPLES_DIR, check_ready, load_pipeline, print_summary, run_pipeline
+    from umaf.pipeline import (
+        EXAMPLES_DIR,
+        check_ready,
+        load_pipeline,
+        parse_pipeline,
+        print_summary,
+        run_pipeline,
+    )
 
     spec = load_pipeline(args.pipeline if args.command == "run" else EXAMPLES_DIR / "demo.yaml")
+    placement = {k: v for k in ("device", "dtype") if (v := getattr(args, k)) is not None}
+    if placement:  # as if the file said so: checked as its keys, and recorded in the pipeline.yaml written
+        spec = parse_pipeline({**spec.raw, **placement}, spec.origin)
     if args.output is not None:
         spec = dataclasses.replace(spec, output=args.output)
     if args.check:
@@ -290,6 +308,56 @@ def _cmd_run(args: argparse.Namespace) -> None:
         return
     results = run_pipeline(spec, overwrite=args.overwrite)
     print_summary(results, spec.output)
+
+
+TRAIN_FLAGS = """\
+Every setting of the component's config dataclass is a flag with the field's help: --<field> with
+dashes for underscores, a nested config's fields as --<config>.<field> (umaf train extractor
+--extractor.d-model 128); booleans as --x / --no-x; lists take one or more values; optional settings
+also take `none`. A setting not given keeps its default; a given one (--steps 0 too) is checked by the
+config, and a bad value is one `umaf: error:` line."""
+
+
+def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
+    """``umaf train COMPONENT``: the flags of each component's config (:mod:`umaf.config_args`, added when
+    that component is parsed) plus what its training call takes besides the config."""
+    from umaf.config_args import DeferredFlagsParser
+
+    p = sub.add_parser("train", help="train a UMAF component", description=TRAIN_FLAGS,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    components = p.add_subparsers(dest="component", required=True, metavar="COMPONENT",
+                                  parser_class=DeferredFlagsParser)  # fmt: skip
+
+    def component(name: str, text: str, func: Handler, config: str | None = None, output: str | None = None,
+                  **flag_options: object) -> argparse.ArgumentParser:  # fmt: skip
+        c = components.add_parser(name, help=text, description=f"{text}.\n\n{TRAIN_FLAGS}", config=config,
+                                  flag_options=flag_options, allow_abbrev=False,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        if output is not None:
+            c.add_argument("--output", "-o", type=Path, help=output)
+            c.add_argument("--overwrite", action="store_true", help="replace an existing output")
+        c.set_defaults(func=func)
+        return c
+
+    c = component("all", "train every component in order, as the shipped set is made", _cmd_train_all)
+    c.add_argument("--ship", action="store_true", help="then write the result into the package")
+    c = component("extractor", "train the Capability Extractor", _cmd_train_extractor,
+                  "umaf.extractor:TrainConfig", "folder (default: the cached default extractor)")
+    c.add_argument("--models", nargs="+", help="source models (default: zoo + the config's real models)")
+    component("interpolator", "train the Size Interpolator on zoo fingerprints", _cmd_train_interpolator,
+              "umaf.interpolator:InterpolatorTrainConfig", "folder (default: the cached interpolator)",
+              exclude={"interpolator.extractor_hash"})
+    component("fusion", "train the fusion gate on zoo fingerprints", _cmd_train_fusion,
+              "umaf.fusion:FusionTrainConfig", "folder (default: the cached default gate)",
+              exclude={"gate.extractor_hash"}, aliases={"gate.reference_model": ["--reference-model"]})
+    c = component("lora", "train oracle LoRAs of capabilities on a target", _cmd_train_lora,
+                  "umaf.adapters.oracles:OracleConfig", "folder of one capability's adapter (default: cache)",
+                  show_defaults=False)  # the defaults depend on the target's size (default_config)
+    c.add_argument("--target", help="target model")
+    c.add_argument("--capability", "-c", nargs="+", help="capabilities to train (several: a library)")
+    component("generator", "train the Adapter Generator of --target on its oracle library",
+              _cmd_train_generator, "umaf.generator:GeneratorConfig",
+              "folder (default: the cached generator of the target)", required={"target"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,10 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="alias (minilm, smollm2, zoo:<name>), local folder or Hugging Face id")
     p.add_argument("--capability", "-c", required=True, help="built-in name, family:param, or a .jsonl file")
     p.add_argument("--output", "-o", required=True, type=Path, help="fingerprint file (.safetensors)")
-    p.add_argument("--extractor", type=Path, help="trained extractor folder (default: the cached one)")
+    p.add_argument("--extractor", type=Path, help="extractor folder (default: yours, else the shipped one)")
+    p.add_argument("--train", action="store_true", help="train the default extractor first if there is none")
     p.add_argument("--part", type=int, choices=(0, 1), help="use only one half of the probe set")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--allow-download", action="store_true", help="let a Hugging Face id be downloaded")
+    _add_placement(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_fingerprint)
 
@@ -324,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="build or list the model zoo")
     p.add_argument("action", choices=("build", "list"))
     p.add_argument("--quick", action="store_true", help="a small zoo in about 5 minutes")
+    _add_placement(p, dtype=False)  # zoo models train in float32
     p.set_defaults(func=_cmd_zoo)
 
     p = sub.add_parser("interpolate", help="move a fingerprint to another model size")
@@ -345,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capability", metavar="NAME", help="gated: capability to serve")
     p.add_argument("--gate", type=Path, help="trained fusion gate folder (default: the cached one)")
     p.add_argument("--output", "-o", required=True, type=Path, help="output fingerprint file")
+    _add_placement(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_fuse)
 
@@ -361,28 +433,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="alias, zoo:<name>, local folder or Hugging Face id")
     p.add_argument("--adapter", type=Path, help="PEFT adapter folder")
     p.add_argument("--capability", "-c", required=True, help="built-in name, family:param or .jsonl file")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N eval examples (default: all)")
     p.add_argument("--perplexity", action="store_true", help="also perplexity on the shipped general text")
     p.add_argument("--json", action="store_true")
     p.add_argument("--allow-download", action="store_true")
+    _add_placement(p)
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("train", help="train a UMAF component")
-    p.add_argument("component", choices=("extractor", "interpolator", "fusion", "lora", "generator"))
-    p.add_argument("--target", help="lora, generator: target model")
-    p.add_argument("--capability", "-c", nargs="+", help="lora: capabilities to train (several: a library)")
-    p.add_argument("--output", "-o", type=Path, help="folder (default: the cached default extractor)")
-    p.add_argument("--models", nargs="+", help="source models (default: zoo + minilm + smollm2)")
-    p.add_argument("--steps", type=int, help="optimisation steps")
-    p.add_argument("--held-out-sizes", nargs="+", default=["s"], help="interpolator: sizes kept out")
-    p.add_argument("--reference-model", default="zoo:llama-m-a", help="fusion: model reading --capability")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_train)
+    _add_train_parsers(sub)
 
     p = sub.add_parser("bench", help="run a benchmark and write its JSON")
     p.add_argument("suite", choices=("fingerprints", "transfer", "fusion", "size"))
     p.add_argument("--target", help="transfer, fusion, size: target model (default zoo:llama-m-a)")
     p.add_argument("--json", required=True, type=Path, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
+    _add_placement(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -416,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--check", action="store_true", help="validate the pipeline and what it needs, then stop"
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+        _add_placement(p)  # override the file's device / dtype keys
         p.set_defaults(func=_cmd_run)
     return parser
 

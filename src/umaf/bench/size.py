@@ -22,25 +22,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES
 from umaf.bench.fusion import (
     DEFAULT_TARGET,
     Toolkit,
     reference_accuracies,
     resolve_toolkit,
 )
+from umaf.bench.registry import SUITES
+from umaf.capabilities import is_held_out
 from umaf.config import HELD_OUT_CAPABILITIES
 from umaf.errors import UmafError
 from umaf.interpolator import SizeInterpolator, default_interpolator, evaluate_pairs, interpolate, make_pairs
-from umaf.interpolator.data import (
-    ZooFingerprint,
-    default_capabilities,
-    is_held_out,
-    require_zoo,
-    zoo_fingerprints,
-)
+from umaf.interpolator.data import default_capabilities
 from umaf.interpolator.scale import Scale
 from umaf.interpolator.train import stack_samples
+from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
 TARGETS = {
     "m5_cosine_interpolated": ">= m5_cosine_identity + 0.1",

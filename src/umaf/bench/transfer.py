@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from umaf.bench import SUITES, eval_limit
-from umaf.capabilities import get_capability, list_capabilities
-from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
+from umaf.bench.registry import SUITES, eval_limit
+from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
+from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 
@@ -86,10 +86,10 @@ def transfer_capabilities(trained: Sequence[str], quick: bool) -> list[str]:
     if not trained:
         caps = list(REAL_TARGET_CAPABILITIES)
     else:
-        caps = [c for c in list_capabilities() if c not in trained or c in HELD_OUT_CAPABILITIES]
+        caps = [c for c in list_capabilities() if c not in trained or is_held_out(c)]
     if quick:
-        seen = [c for c in caps if c not in HELD_OUT_CAPABILITIES][:3]
-        caps = seen + [c for c in caps if c in HELD_OUT_CAPABILITIES][:2]
+        seen = [c for c in caps if not is_held_out(c)][:3]
+        caps = seen + [c for c in caps if is_held_out(c)][:2]
     return caps
 
 
@@ -240,7 +240,7 @@ def aggregate(rows: Sequence[dict], families: dict[str, str], base_perplexity: f
     seen = [r for r in used if not r["held_out"]]
     held = [r for r in used if r["held_out"]]
     held_family = [v for r in used for s, v in r["recovery"].items()
-                   if families.get(s, s) in HELD_OUT_FAMILIES]
+                   if is_held_out_model_family(families.get(s, s))]
     gen_seconds = [s for r in rows for s in r["gen_seconds"]]
     out = {
         "recovery_seen": _mean([r["recovery_mean"] for r in seen]),
@@ -266,7 +266,7 @@ def aggregate(rows: Sequence[dict], families: dict[str, str], base_perplexity: f
 
 def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = True) -> Any:
     """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing."""
-    from umaf.lora import OracleEntry, oracle_dir, read_oracle_meta, train_oracle
+    from umaf.adapters.oracles import OracleEntry, oracle_dir, read_oracle_meta, train_oracle
 
     path = oracle_dir(target, capability)
     if read_oracle_meta(path) is None:

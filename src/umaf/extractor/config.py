@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from umaf.components import config_from_dict
 from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
 
@@ -59,7 +60,7 @@ class ExtractorConfig:
     d_model: int = field(default=256, metadata={"help": "Width of the transformer encoder."})
     n_layers: int = field(default=4, metadata={"help": "Transformer encoder layers."})
     n_heads: int = field(default=8, metadata={"help": "Attention heads per encoder layer."})
-    ffn: int = field(default=2048, metadata={"help": "Feed-forward width of each encoder layer."})
+    ffn: int = field(default=1024, metadata={"help": "Feed-forward width of each encoder layer."})
     head_hidden: int = field(default=512, metadata={"help": "Hidden width of the 2-layer projection head."})
     fp_dim: int = field(
         default=FINGERPRINT_DIM, metadata={"help": "Fingerprint width (output of the projection head)."}
@@ -99,12 +100,8 @@ class ExtractorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtractorConfig:
-        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UmafError(f"unknown extractor config keys: {', '.join(unknown)}")
-        return cls(**data)
+        """Build from a dict (e.g. config.json); unknown keys and wrong-typed values are errors."""
+        return config_from_dict(cls, data, "extractor config")
 
     def processor_hash(self) -> str:
         """Hash of the settings that change processed features (for on-disk feature caches)."""

@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 
 import umaf
+from umaf import pretrained
 from umaf.capabilities import Capability, get_capability
 from umaf.capture import capture_activations
-from umaf.config import cache_dir
 from umaf.extractor.config import ExtractorConfig
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, process, prompt_of
@@ -28,8 +28,8 @@ _DEFAULT: dict[Path, CapabilityExtractor] = {}
 
 
 def default_extractor_dir() -> Path:
-    """Where the default extractor lives: ``cache_dir()/extractor/default``."""
-    return cache_dir() / "extractor" / "default"
+    """Where the default extractor is read from: the user's one in the cache, else the shipped one."""
+    return pretrained.component_dir(pretrained.EXTRACTOR)
 
 
 def capture_channels(
@@ -113,19 +113,23 @@ def fingerprint(
     return Fingerprint(vector, processed.layer_profile, meta)
 
 
-def default_extractor() -> CapabilityExtractor:
-    """The default extractor from ``cache_dir()/extractor/default``, trained there first if missing."""
-    path = default_extractor_dir()
-    if path not in _DEFAULT:
-        if not is_trained(path):
-            from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
-            from umaf.zoo import build_zoo, list_zoo
+def default_extractor(train_missing: bool = False) -> CapabilityExtractor:
+    """The default extractor (the user's trained one, else the shipped one), loaded once.
 
-            print(f"umaf: no trained extractor in {path}; training the default one (once)", file=sys.stderr)
-            if not (list_zoo() or list_zoo(quick=True)):
-                print("umaf: the model zoo is empty; building the quick zoo first", file=sys.stderr)
-                build_zoo(quick=True)
-            train_extractor(TrainConfig(), output=path)
-            print(f"umaf: saved the default extractor to {path}", file=sys.stderr)
+    With neither, a UmafError names the command that builds it, unless ``train_missing`` asks to train
+    it here (on the quick zoo, into the cache).
+    """
+    path = default_extractor_dir()
+    if not is_trained(path):
+        if not train_missing:
+            raise pretrained.missing_component(pretrained.EXTRACTOR, "extractor")
+        from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
+        from umaf.zoo import build_zoo, list_zoo
+
+        print(f"umaf: no trained extractor; training the default one into {path} (once)", file=sys.stderr)
+        if not (list_zoo() or list_zoo(quick=True)):
+            build_zoo(quick=True)
+        train_extractor(TrainConfig(), output=path)
+    if path not in _DEFAULT:
         _DEFAULT[path] = CapabilityExtractor.from_pretrained(path)
     return _DEFAULT[path]

@@ -9,27 +9,20 @@ in [0, 1].
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
-
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import umaf
+from umaf.components import TrainedComponent
 from umaf.errors import UmafError
 from umaf.extractor.config import ExtractorConfig
-from umaf.io import WEIGHTS_NAME, atomic_path
-
-CONFIG_NAME = "config.json"
-FORMAT = "umaf-extractor"
 
 
-class CapabilityExtractor(nn.Module):
+class CapabilityExtractor(TrainedComponent):
     """Probe-set encoder producing capability fingerprints; see the module docstring."""
+
+    FORMAT = "umaf-extractor"
+    config_class = ExtractorConfig
+    NAME = "extractor"
 
     def __init__(self, config: ExtractorConfig | None = None) -> None:
         super().__init__()
@@ -88,51 +81,5 @@ class CapabilityExtractor(nn.Module):
 
     @property
     def extractor_hash(self) -> str:
-        """sha256[:16] over the weights' names, shapes and bytes: identifies the exact extractor."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``config.json`` (sorted, with the umaf version) and ``model.safetensors``, atomically."""
-        doc = {"format": FORMAT, "umaf_version": umaf.__version__, "config": self.config.to_dict()}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory, overwrite=overwrite, is_dir=True) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
-            save_file(
-                state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT, "umaf_version": umaf.__version__}
-            )
-        return Path(directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> CapabilityExtractor:
-        """Load a folder written by :meth:`save_pretrained`; anything missing or corrupt is a UmafError."""
-        directory = Path(directory)
-        config = _read_config(directory)
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, SafetensorError, ValueError):
-            raise UmafError(f"{directory / WEIGHTS_NAME} is missing or not a safetensors file") from None
-        model = cls(config)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError:
-            raise UmafError(f"{directory / WEIGHTS_NAME} does not match its config.json") from None
-        return model.eval()
-
-
-def _read_config(directory: Path) -> ExtractorConfig:
-    if not directory.is_dir():
-        raise UmafError(f"{directory} is not an extractor folder")
-    try:
-        doc = json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        raise UmafError(f"{directory / CONFIG_NAME} is missing or not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
-        raise UmafError(f"{directory} is not a UMAF extractor folder")
-    try:
-        return ExtractorConfig.from_dict(doc["config"])
-    except TypeError as err:
-        raise UmafError(f"{directory / CONFIG_NAME}: bad config ({err})") from None
+        """Identifies the exact extractor: :attr:`weights_hash` (independent of the storage dtype)."""
+        return self.weights_hash

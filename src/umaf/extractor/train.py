@@ -5,20 +5,19 @@ model x capability, cached on disk) -> fit (supervised contrastive loss over ran
 competence head regressed on zoo accuracy) -> evaluate (cross-family retrieval on held-apart models and
 on held-apart capability classes).
 
-Supervised contrastive loss: Khosla et al., 2020, https://arxiv.org/abs/2004.11362.
+The losses are in :mod:`umaf.extractor.losses`, the evaluation in :mod:`umaf.extractor.evaluate`, the
+feature bank both read in :mod:`umaf.extractor.bank`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -27,15 +26,20 @@ from tqdm.auto import tqdm
 
 from umaf.capabilities import (
     Capability,
+    check_trainable,
     family_instances,
     get_capability,
-    list_families,
+    is_held_out_model_family,
     training_capabilities,
+    training_families,
 )
-from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES, cache_dir
+from umaf.config import cache_dir
 from umaf.errors import UmafError
+from umaf.extractor.bank import FeatureBank, TrainModel
 from umaf.extractor.config import ExtractorConfig
+from umaf.extractor.evaluate import validate
 from umaf.extractor.fingerprinting import model_features
+from umaf.extractor.losses import competence_loss, supcon_loss
 from umaf.extractor.model import CapabilityExtractor
 from umaf.extractor.processor import feature_key
 from umaf.io import atomic_path, check_writable, slug
@@ -94,17 +98,11 @@ class TrainConfig:
             raise UmafError("need 1 <= min_probes <= max_probes")
         if self.classes_per_batch < 2 or self.views_per_class < 2:
             raise UmafError("classes_per_batch and views_per_class must be at least 2")
+        if self.steps < 1:
+            raise UmafError(f"steps must be at least 1, got {self.steps}")
 
 
 # ----------------------------------------------------------------------------------------------- setup
-
-
-def check_trainable(capabilities: list[Capability], families: list[str]) -> None:
-    """Refuse any held-out capability (or family instance of one) and any held-out model family."""
-    bad = [c.name for c in capabilities if c.held_out or c.name in HELD_OUT_CAPABILITIES]
-    bad += [f"model family {f}" for f in families if f in HELD_OUT_FAMILIES]
-    if bad:
-        raise UmafError(f"held out of all UMAF training: {', '.join(sorted(set(bad)))}")
 
 
 def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capability]]:
@@ -113,9 +111,7 @@ def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capabi
     train = [get_capability(name) for name in names]
     val: list[Capability] = []
     n, n_val = config.n_family_instances, config.n_val_instances
-    for family in list_families() if config.families is None else config.families:
-        if family in HELD_OUT_CAPABILITIES:
-            continue
+    for family in training_families(config.families):
         instances = family_instances(family, n + n_val, seed=config.seed)
         train += instances[:n]
         val += instances[n:]
@@ -123,26 +119,31 @@ def training_classes(config: TrainConfig) -> tuple[list[Capability], list[Capabi
     return train, val
 
 
-@dataclass(frozen=True)
-class TrainModel:
-    """A model to read features from: its name (for :func:`load_model`), family, and zoo accuracy (None
-    for real and random models). ``group``: views are drawn uniformly over groups (default: the name)."""
-
-    name: str
-    family: str
-    accuracy: dict[str, float] | None = None
-    group: str = ""
-
-
-def load_model(name: str) -> LoadedModel:
+def load_model(name: str, device: str | torch.device | None = None) -> LoadedModel:
     """:func:`umaf.models.load`, plus ``tiny:<family>-<size>-<seed>`` for a randomly initialised tiny model
-    (cheap extra architectures: the extractor sees more ways one text can be represented)."""
+    (cheap extra architectures: the extractor sees more ways one text can be represented). Either goes
+    on ``device`` (default: CUDA when available, else the CPU), always in float32: its features are cached.
+    """
     from umaf.models import build_tiny, load
 
     if name.startswith("tiny:"):
-        family, size, seed = name[len("tiny:") :].rsplit("-", 2)
-        return build_tiny(family, size, seed=int(seed))
-    return load(name)
+        family, size, seed = tiny_spec(name)
+        return build_tiny(family, size, seed=seed).to(device, "float32")
+    return load(name, dtype="float32", device=device)
+
+
+def tiny_spec(name: str) -> tuple[str, str, int]:
+    """``tiny:<family>-<size>-<seed>`` as ``(family, size, seed)``; any other spelling is a UmafError."""
+    from umaf.models import TINY_FAMILIES, TINY_SIZES
+
+    parts = name.removeprefix("tiny:").rsplit("-", 2)
+    family, size, seed = parts if len(parts) == 3 else ("", "", "")
+    if family not in TINY_FAMILIES or size not in TINY_SIZES or not seed.isdigit():
+        raise UmafError(
+            f"bad tiny model {name!r}: write tiny:<family>-<size>-<seed> with a family of "
+            f"{', '.join(TINY_FAMILIES)} and a size of {', '.join(TINY_SIZES)}, e.g. tiny:llama-xs-0"
+        )
+    return family, size, int(seed)
 
 
 def random_tiny_models(n_per_family: int) -> list[TrainModel]:
@@ -153,7 +154,7 @@ def random_tiny_models(n_per_family: int) -> list[TrainModel]:
     return [
         TrainModel(f"tiny:{family}-{sizes[i % len(sizes)]}-{1000 + i}", family, None, f"tiny-{family}")
         for family in TINY_FAMILIES
-        if family not in HELD_OUT_FAMILIES
+        if not is_held_out_model_family(family)
         for i in range(n_per_family)
     ]
 
@@ -166,7 +167,7 @@ def training_models(config: TrainConfig) -> list[TrainModel]:
     models = [
         TrainModel(e.model_id, e.family, dict(e.accuracy), e.family)
         for e in entries
-        if e.family not in HELD_OUT_FAMILIES
+        if not is_held_out_model_family(e.family)
     ]
     real = [TrainModel(name, "?", None, name) for name in config.real_models]
     return models + real + random_tiny_models(config.random_tiny)
@@ -178,6 +179,8 @@ def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
     from umaf.zoo import list_zoo
 
     zoo = {e.model_id: e for e in list_zoo() + list_zoo(quick=True)}
+    for name in models:  # every name is checked before any model is read
+        _check_model_name(name, zoo)
     return [
         TrainModel(m, zoo[m].family, dict(zoo[m].accuracy), zoo[m].family)
         if m in zoo
@@ -186,50 +189,51 @@ def _resolve(models: list[str] | None, config: TrainConfig) -> list[TrainModel]:
     ]
 
 
+def _check_model_name(name: str, zoo: dict) -> None:
+    """What can be told without loading: a tiny name's spelling, a zoo model being built, a path existing."""
+    if name.startswith("tiny:"):
+        tiny_spec(name)
+    elif name.startswith("zoo:") and name not in zoo:
+        raise UmafError(f"zoo model {name!r} is not built; run `umaf zoo build` (`umaf zoo list` shows them)")
+    elif name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise UmafError(f"model path {name} does not exist")
+
+
 # --------------------------------------------------------------------------------------------- collect
-
-
-@dataclass
-class FeatureBank:
-    """Processed features of every (model, class): ``features[m][c]`` is
-    ``[depth_bins, probes, channels * anchors]``; ``halves[c]`` is the size of probe half 0 (the rest is
-    half 1, as in ``probe_texts(part=...)``)."""
-
-    models: list[TrainModel]
-    classes: list[Capability]
-    features: list[list[Tensor]]
-    halves: list[int]
-
-    @property
-    def families(self) -> list[str]:
-        return [m.family for m in self.models]
-
-    def accuracy(self, m: int, c: int) -> float:
-        """The zoo's measured accuracy of model ``m`` on class ``c``; NaN when unknown."""
-        acc = self.models[m].accuracy or {}
-        return float(acc.get(self.classes[c].name, math.nan))
 
 
 def _feature_file(model: str, capability: str) -> Path:
     return cache_dir() / "features" / slug(model) / f"{slug(capability)}.safetensors"
 
 
-def _cached(path: Path, key: str, probe_hash: str) -> tuple[Tensor, str] | None:
-    """Cached ``(features, model family)`` if ``path`` holds features for these settings and probes."""
+def model_stamp(name: str) -> str:
+    """:func:`umaf.models.weights_stamp` of a :func:`load_model` name; a random tiny model's weights are
+    fixed by its name and by the torch and transformers versions that initialise it."""
+    import transformers
+
+    from umaf.models import weights_stamp
+
+    if name.startswith("tiny:"):
+        return f"random-init torch {torch.__version__} transformers {transformers.__version__}"
+    return weights_stamp(name)
+
+
+def _cached(path: Path, stamp: dict[str, str]) -> tuple[Tensor, str] | None:
+    """Cached ``(features, model family)`` if ``path`` holds features whose metadata matches ``stamp``
+    (feature settings, probes and the model's weights)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("feature_key") == key and meta.get("probe_hash") == probe_hash:
+            if all(meta.get(k) == v for k, v in stamp.items()):
                 return f.get_tensor("features"), meta.get("family", "?")
     except Exception:  # missing or corrupt cache entries are recomputed
         return None
     return None
 
 
-def _store(path: Path, features: Tensor, key: str, probe_hash: str, family: str) -> None:
-    meta = {"feature_key": key, "probe_hash": probe_hash, "family": family}
+def _store(path: Path, features: Tensor, stamp: dict[str, str], family: str) -> None:
     with atomic_path(path, overwrite=True) as tmp:
-        save_file({"features": features.contiguous()}, str(tmp), metadata=meta)
+        save_file({"features": features.contiguous()}, str(tmp), metadata={**stamp, "family": family})
 
 
 def probe_texts_in_bank_order(cap: Capability) -> list[str]:
@@ -242,11 +246,14 @@ def model_class_features(
 ) -> tuple[str, list[Tensor]]:
     """``(family, features)`` of ``model`` on every class, each ``[depth_bins, probes, channels * anchors]``.
 
-    Cached under ``cache_dir()/features/<model>/<capability>.safetensors``; only missing entries are
-    captured (the model is loaded only then), so an interrupted run resumes.
+    Cached under ``cache_dir()/features/<model>/<capability>.safetensors``, stamped with the feature
+    settings, the probes and the model's weights (:func:`model_stamp`: a rebuilt or edited model is read
+    again); only missing entries are captured (the model is loaded only then), so an interrupted run
+    resumes.
     """
-    key = feature_key(config.extractor)
-    found = [_cached(_feature_file(model.name, c.name), key, c.probe_hash()) for c in classes]
+    base = {"feature_key": feature_key(config.extractor), "weights_stamp": model_stamp(model.name)}
+    stamps = [{**base, "probe_hash": c.probe_hash()} for c in classes]
+    found = [_cached(_feature_file(model.name, c.name), s) for c, s in zip(classes, stamps, strict=True)]
     missing = [i for i, f in enumerate(found) if f is None]
     families = {f[1] for f in found if f is not None}
     if missing:
@@ -262,13 +269,7 @@ def model_class_features(
         for i, group in zip(missing, texts, strict=True):
             part = feats[:, start : start + len(group)]  # [depth_bins, probes, channels * anchors]
             start += len(group)
-            _store(
-                _feature_file(model.name, classes[i].name),
-                part,
-                key,
-                classes[i].probe_hash(),
-                loaded.info.family,
-            )
+            _store(_feature_file(model.name, classes[i].name), part, stamps[i], loaded.info.family)
             found[i] = (part, loaded.info.family)
     return families.pop(), [f[0] for f in found if f is not None]
 
@@ -352,87 +353,6 @@ class ViewBatchSampler:
         return [rng.choice(self.groups) for _ in range(n)]
 
 
-def supcon_loss(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
-    """Supervised contrastive loss of unit embeddings ``z [N, D]`` with class ``labels [N]``."""
-    logits = z @ z.T / temperature  # [N, N]
-    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # [N, N]
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask  # [N, N]
-    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1).clamp_min(1)
-    return per_anchor[positives.any(1)].mean()
-
-
-def competence_loss(scores: Tensor, accuracy: Tensor) -> Tensor:
-    """MSE of competence ``scores [N]`` against zoo ``accuracy [N]``, over entries with a known accuracy."""
-    known = torch.isfinite(accuracy)
-    if not known.any():
-        return scores.sum() * 0.0
-    return F.mse_loss(scores[known], accuracy[known].to(scores.dtype))
-
-
-# -------------------------------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bool = False) -> Tensor:
-    """Unit fingerprints of both probe halves of every (model, class): ``[models, classes, 2, D]``.
-
-    ``raw=True`` gives the untrained baseline instead: the processed features averaged over the probes
-    (``D = depth_bins * channels * anchors``).
-    """
-    out = []
-    for c, half in enumerate(bank.halves):
-        halves = []
-        for lo, hi in ((0, half), (half, None)):
-            feats = torch.stack(
-                [bank.features[m][c][:, lo:hi] for m in range(len(bank.models))]
-            )  # [M, depth_bins, P, channels * anchors]
-            vec = feats.mean(2).flatten(1) if raw else extractor.encode(feats)  # [M, D]
-            halves.append(F.normalize(vec, dim=-1))
-        out.append(torch.stack(halves, dim=1))  # [M, 2, D]
-    return torch.stack(out, dim=1)  # [M, C, 2, D]
-
-
-def cross_family_top1(
-    fps: Tensor, families: list[str], queries: list[int], gallery: list[int], classes: list[int]
-) -> float:
-    """Top-1 retrieval: query = half 0 of (model m in ``queries``, class c in ``classes``), gallery = half 1
-    of every class from one model m' in ``gallery`` of another family; averaged over all (m, m', c).
-    ``fps [models, classes, 2, D]``. NaN when there is no such pair."""
-    sims = torch.einsum("mcd,nkd->mnck", fps[:, :, 0], fps[:, :, 1])  # [M, M, C, C]
-    correct = sims.argmax(-1) == torch.arange(fps.shape[1])  # [M, M, C]
-    ids = {f: i for i, f in enumerate(sorted(set(families)))}
-    fam = torch.tensor([ids[f] for f in families])
-    index = torch.arange(len(families))
-    pair = fam[:, None] != fam[None, :]
-    pair &= torch.isin(index, torch.tensor(queries))[:, None] & torch.isin(index, torch.tensor(gallery))[None]
-    picked = correct[pair][:, classes]  # [pairs, query classes]
-    return float(picked.float().mean()) if picked.numel() else math.nan
-
-
-def validate(
-    extractor: CapabilityExtractor, bank: FeatureBank, val_models: list[int], n_train_classes: int
-) -> dict:
-    """Cross-family retrieval top-1 on held-apart models (training classes) and on held-apart classes
-    (all models), for the extractor and for the untrained raw-feature baseline (probe-mean features).
-    Gallery: every class, from zoo and real models (random tiny models are left out of evaluation)."""
-    known = [m for m, model in enumerate(bank.models) if not model.name.startswith("tiny:")]
-    sub = FeatureBank(
-        [bank.models[m] for m in known], bank.classes, [bank.features[m] for m in known], bank.halves
-    )
-    queries = [known.index(m) for m in val_models]
-    everyone = list(range(len(known)))
-    train_classes = list(range(n_train_classes))
-    val_classes = list(range(n_train_classes, len(bank.classes)))
-    report = {}
-    for name, raw in (("extractor", False), ("raw", True)):
-        fps = half_fingerprints(extractor, sub, raw)  # [models, classes, 2, D]
-        report[f"{name}_val_models"] = cross_family_top1(fps, sub.families, queries, everyone, train_classes)
-        report[f"{name}_val_classes"] = cross_family_top1(fps, sub.families, everyone, everyone, val_classes)
-    return report
-
-
 # ---------------------------------------------------------------------------------------------- driver
 
 
@@ -481,13 +401,16 @@ def train_extractor(
     models: list[str] | None = None,
     output: str | Path | None = None,
     overwrite: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> CapabilityExtractor:
     """Train a Capability Extractor; ``models`` defaults to the zoo (non-held-out families) + real models.
 
     Samples are (model, capability, random probe subset); the label is the capability. Never uses
     held-out capabilities or model families. With ``output`` the result is saved there
     (``save_pretrained``) with a ``training.json`` report (an existing ``output`` is refused before any
-    work unless ``overwrite``). ``extractor.train_report`` holds the report.
+    work unless ``overwrite``); ``dtype`` (e.g. ``torch.float16``) is the storage precision, and the
+    returned extractor is rounded to it, so what is saved and what is returned hash alike.
+    ``extractor.train_report`` holds the report.
     """
     config = config or TrainConfig()
     if output is not None:
@@ -500,6 +423,8 @@ def train_extractor(
     extractor = CapabilityExtractor(config.extractor)
     losses = fit(extractor, bank, train_models, len(train_classes), val_models, config)
     extractor.eval()
+    if dtype is not None:
+        extractor.round_to_dtype(dtype)
     report = {
         "losses": [round(loss, 5) for loss in losses],
         "models": [m.name for m in bank.models],
@@ -510,7 +435,7 @@ def train_extractor(
     }
     extractor.train_report = report
     if output is not None:
-        extractor.save_pretrained(output, overwrite=True)
+        extractor.save_pretrained(output, overwrite=True, dtype=dtype)
         with atomic_path(Path(output) / "training.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return extractor

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from umaf.components import config_from_dict
 from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
 
@@ -40,12 +41,8 @@ class GateConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateConfig:
-        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UmafError(f"unknown gate config keys: {', '.join(unknown)}")
-        return cls(**data)
+        """Build from a dict (e.g. config.json); unknown keys and wrong-typed values are errors."""
+        return config_from_dict(cls, data, "gate config")
 
 
 @dataclass

@@ -8,32 +8,29 @@ reading of the asked capability) and how sharp to be.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import umaf
-from umaf.config import cache_dir
-from umaf.errors import UmafError
+from umaf import pretrained
+from umaf.components import TrainedComponent
 from umaf.fusion.config import GateConfig
-from umaf.io import WEIGHTS_NAME, atomic_path, is_trained
-
-CONFIG_NAME = "config.json"
-FORMAT = "umaf-fusion-gate"
+from umaf.io import WEIGHTS_NAME, is_trained
 
 _DEFAULT: dict[tuple[Path, int], FusionGate] = {}  # keyed by folder and weights mtime
 
 
-class FusionGate(nn.Module):
-    """Weights per source given a query; see the module docstring."""
+class FusionGate(TrainedComponent):
+    """Weights per source given a query; see the module docstring (the training report is saved in
+    config.json as ``train_report``)."""
+
+    FORMAT = "umaf-fusion-gate"
+    config_class = GateConfig
+    NAME = "fusion gate"
+    REPORT_FIELD = "train_report"
 
     def __init__(self, config: GateConfig | None = None) -> None:
         super().__init__()
@@ -46,7 +43,6 @@ class FusionGate(nn.Module):
         self.source_bias = nn.Linear(config.fp_dim, 1)
         nn.init.zeros_(self.source_bias.weight)
         nn.init.zeros_(self.source_bias.bias)
-        self.train_report: dict = {}
 
     def forward(self, query: Tensor, sources: Tensor, mask: Tensor | None = None) -> Tensor:
         """``query [B, D]``, ``sources [B, N, D]``, ``mask [B, N]`` (True = real) -> weights ``[B, N]``."""
@@ -70,68 +66,20 @@ class FusionGate(nn.Module):
 
     @property
     def gate_hash(self) -> str:
-        """sha256[:16] over the weights' names, shapes and bytes: identifies the exact gate."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write ``config.json`` (sorted, versioned, with the training report) and ``model.safetensors``."""
-        doc = {
-            "format": FORMAT,
-            "umaf_version": umaf.__version__,
-            "config": self.config.to_dict(),
-            "train_report": self.train_report,
-        }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {"format": FORMAT, "umaf_version": umaf.__version__}
-        with atomic_path(directory, overwrite=overwrite, is_dir=True) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata=meta)
-        return Path(directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> FusionGate:
-        """Load a folder written by :meth:`save_pretrained`; anything missing or corrupt is a UmafError."""
-        directory = Path(directory)
-        doc = _read_doc(directory)
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, SafetensorError, ValueError):
-            raise UmafError(f"{directory / WEIGHTS_NAME} is missing or not a safetensors file") from None
-        gate = cls(GateConfig.from_dict(doc["config"]))
-        try:
-            gate.load_state_dict(state, strict=True)
-        except RuntimeError:
-            raise UmafError(f"{directory / WEIGHTS_NAME} does not match its config.json") from None
-        gate.train_report = doc.get("train_report") or {}
-        return gate.eval()
-
-
-def _read_doc(directory: Path) -> dict:
-    if not directory.is_dir():
-        raise UmafError(f"{directory} is not a fusion gate folder")
-    try:
-        doc = json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        raise UmafError(f"{directory / CONFIG_NAME} is missing or not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
-        raise UmafError(f"{directory} is not a UMAF fusion gate folder")
-    return doc
+        """Identifies the exact gate: :attr:`weights_hash` (independent of the storage dtype)."""
+        return self.weights_hash
 
 
 def default_gate_dir() -> Path:
-    """Where the default gate lives: ``cache_dir()/fusion/default``."""
-    return cache_dir() / "fusion" / "default"
+    """Where the default gate is read from: the user's one in the cache, else the shipped one."""
+    return pretrained.component_dir(pretrained.GATE)
 
 
 def default_gate() -> FusionGate:
     """The trained default gate; a UmafError naming the command to train it if it is missing."""
     path = default_gate_dir()
     if not is_trained(path):
-        raise UmafError(f"no trained fusion gate in {path}; run `umaf train fusion` first")
+        raise pretrained.missing_component(pretrained.GATE, "fusion gate")
     key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
     if key not in _DEFAULT:
         _DEFAULT[key] = FusionGate.from_pretrained(path)

@@ -21,18 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from umaf.config import HELD_OUT_FAMILIES
+from umaf.capabilities import is_held_out, is_held_out_model_family
 from umaf.errors import UmafError
 from umaf.fusion.config import FusionTrainConfig
 from umaf.fusion.gate import FusionGate
-from umaf.interpolator.data import (
-    ZooFingerprint,
-    default_capabilities,
-    is_held_out,
-    require_zoo,
-    zoo_fingerprints,
-)
+from umaf.interpolator.data import default_capabilities
 from umaf.io import atomic_path, check_writable
+from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
 
 @dataclass
@@ -144,7 +139,7 @@ def fit(
 
 def collect(config: FusionTrainConfig) -> list[ZooFingerprint]:
     """Cached zoo fingerprints of every non-held-out family on the training capabilities."""
-    entries = [e for e in require_zoo() if e.family not in HELD_OUT_FAMILIES]
+    entries = [e for e in require_zoo() if not is_held_out_model_family(e.family)]
     return zoo_fingerprints(
         entries, default_capabilities(config.n_family_instances), progress=config.progress
     )
@@ -184,7 +179,7 @@ def train_fusion(
     torch.manual_seed(config.seed)
     samples = [
         s for s in (collect(config) if samples is None else samples)
-        if not is_held_out(s.capability) and s.family not in HELD_OUT_FAMILIES
+        if not is_held_out(s.capability) and not is_held_out_model_family(s.family)
     ]  # fmt: skip
     hashes = {s.fingerprint.meta.get("extractor_hash") for s in samples}
     if len(hashes) != 1:

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from umaf.config import FINGERPRINT_DIM, cache_dir
+from umaf import pretrained
+from umaf.components import config_from_dict
+from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
-from umaf.io import slug
 
 
 def generator_dir(target: str) -> Path:
-    """Where the default generator for ``target`` lives: ``cache_dir()/generators/<target-slug>``."""
-    return cache_dir() / "generators" / slug(target)
+    """Where the default generator for ``target`` is read from: the user's one in the cache
+    (``generators/<target-slug>``), else the shipped one."""
+    return pretrained.component_dir(pretrained.generator_path(target))
 
 
 #: Fields that define the network (saved with it); the others only steer training.
@@ -131,13 +133,6 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
-        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UmafError(f"unknown generator config keys: {', '.join(unknown)}")
-        data = dict(data)
-        for key in ("target_modules", "sources", "val_sources"):
-            if isinstance(data.get(key), list):
-                data[key] = tuple(data[key])
-        return cls(**data)
+        """Build from a dict (e.g. config.json); unknown keys and wrong-typed values are errors naming them
+        (JSON lists become tuples)."""
+        return config_from_dict(cls, data, "generator config")

@@ -1,10 +1,12 @@
 """What the generator learns from: the target's oracle library (ΔW targets) and source fingerprints.
 
-- :func:`library_targets` reads every oracle of the target (:func:`umaf.lora.library`) and keeps its ΔW as
-  exact low-rank factors per module type; held-out capabilities are kept apart for validation only.
+- :func:`library_targets` reads every oracle of the target (:func:`umaf.adapters.oracles.library`) and
+  keeps its ΔW as exact low-rank factors per module type; held-out capabilities are kept apart for
+  validation only.
 - :func:`collect_fingerprints` fingerprints each library capability from each source model, on both probe
   halves, cached in ``fingerprints.safetensors`` next to the generator so training resumes.
-- :func:`check_trainable` refuses held-out capabilities and model families wherever training data is made.
+- :func:`~umaf.capabilities.check_trainable` refuses held-out capabilities and model families wherever
+  training data is made.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from umaf.capabilities import get_capability
-from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
+from umaf.capabilities import check_trainable, get_capability, is_held_out, is_held_out_model_family
 from umaf.errors import UmafError
 from umaf.generator.generate import refactor
 from umaf.generator.model import ModuleSpec
@@ -33,14 +34,6 @@ FINGERPRINT_CACHE = "fingerprints.safetensors"
 VAL_FAMILIES: tuple[str, ...] = ("mixtral",)
 #: Pretrained source models used besides the zoo by default.
 REAL_SOURCES: tuple[str, ...] = ("minilm",)
-
-
-def check_trainable(capabilities: Sequence[str], families: Sequence[str] = ()) -> None:
-    """Raise :class:`UmafError` if a held-out capability (or family instance) or model family is given."""
-    bad = [c for c in capabilities if c in HELD_OUT_CAPABILITIES or get_capability(c).held_out]
-    bad += [f"model family {f}" for f in families if f in HELD_OUT_FAMILIES]
-    if bad:
-        raise UmafError(f"held out of all UMAF training: {', '.join(sorted(set(bad)))}")
 
 
 def low_rank_factors(delta: Tensor, rank: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -85,7 +78,7 @@ class LibraryTargets:
 
 
 def _oracle_deltas(entry: object, specs: Sequence[ModuleSpec]) -> dict[str, Tensor]:
-    from umaf.lora import delta_weights
+    from umaf.adapters.peft_io import delta_weights
 
     deltas = delta_weights(entry.path)
     missing = [s.name for s in specs if s.name not in deltas]
@@ -102,7 +95,7 @@ def _oracle_deltas(entry: object, specs: Sequence[ModuleSpec]) -> dict[str, Tens
 
 def library_modules(target: str) -> tuple[str, ...]:
     """The ``target_modules`` the oracles of ``target`` adapt (UmafError if none or if they differ)."""
-    from umaf.lora import library
+    from umaf.adapters.oracles import library
 
     found = {tuple(e.config.target_modules) for e in library(target)}
     if not found:
@@ -117,11 +110,11 @@ def library_targets(target: str, specs: Sequence[ModuleSpec], min_gain: float = 
 
     Oracles whose eval gain over the base model is below ``min_gain`` are left out (they teach nothing).
     """
-    from umaf.lora import library
+    from umaf.adapters.oracles import library
 
     entries = [e for e in library(target) if e.gain >= min_gain]
-    train = [e for e in entries if not get_capability(e.capability).held_out]
-    heldout = [e for e in entries if get_capability(e.capability).held_out]
+    train = [e for e in entries if not is_held_out(e.capability)]
+    heldout = [e for e in entries if is_held_out(e.capability)]
     if not train:
         raise UmafError(f"no oracle library for {target}; run `umaf train lora --target {target} ...` first")
     check_trainable([e.capability for e in train])
@@ -189,13 +182,14 @@ def _source_name(source: object) -> str:
     return source if isinstance(source, str) else source.info.name
 
 
-def _load_source(source: object, training: bool) -> object | None:
-    """The LoadedModel of a source (None, with a warning, if it cannot be loaded); refuses a held-out
-    family for a ``training`` source."""
+def _load_source(source: object, training: bool, device: str | None = None) -> object | None:
+    """The LoadedModel of a source (loaded on ``device`` in float32 if named, as its fingerprints are
+    cached; None, with a warning, if it cannot be loaded); refuses a held-out family for a ``training``
+    source."""
     from umaf.models import load
 
     try:
-        loaded = load(source) if isinstance(source, str) else source
+        loaded = load(source, dtype="float32", device=device) if isinstance(source, str) else source
     except UmafError as err:
         print(f"umaf: skipping source {source}: {err}", file=sys.stderr)
         return None
@@ -211,14 +205,19 @@ def collect_fingerprints(
     cache: Path,
     progress: bool = True,
     training: bool = True,
+    device: str | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, dict]]:
     """Fingerprint every capability from every source (model name or LoadedModel) on both probe halves.
 
-    Returns all cached ``{"model|capability|part": vector [fp_dim]}`` and ``{key: {"family", "probe_hash"}}``;
-    results are saved to ``cache`` after each source model, so an interrupted run resumes where it stopped.
-    ``training`` sources of a held-out model family are refused before anything is computed.
+    Returns all cached ``{"model|capability|part": vector [fp_dim]}`` and ``{key: {"family", "probe_hash",
+    "weights_stamp"}}``; results are saved to ``cache`` after each source model, so an interrupted run
+    resumes where it stopped, and a named source whose weights changed (:func:`umaf.models.weights_stamp`)
+    is read again.
+    ``training`` sources of a held-out model family are refused before anything is computed. Named
+    sources are loaded on ``device`` (default: CUDA when available, else the CPU).
     """
     from umaf.extractor import fingerprint
+    from umaf.models import weights_stamp
 
     ehash = extractor.extractor_hash
     vectors, info = _read_cache(cache, ehash)
@@ -226,18 +225,22 @@ def collect_fingerprints(
         name = _source_name(source)
         if training and not isinstance(source, str):
             check_trainable([], [source.info.family])
-        hashes = {c: get_capability(c).probe_hash() for c in capabilities}
+        stamp = weights_stamp(source) if isinstance(source, str) else None  # a changed model is read again
+        wanted = {c: {"probe_hash": get_capability(c).probe_hash(), "weights_stamp": stamp}
+                  for c in capabilities}
         keys = {(c, p): _fp_key(name, c, p) for c in capabilities for p in (0, 1)}
-        todo = [cp for cp, key in keys.items() if info.get(key, {}).get("probe_hash") != hashes[cp[0]]]
+        todo = [cp for cp, key in keys.items()
+                if any(info.get(key, {}).get(k) != v for k, v in wanted[cp[0]].items())]
         if training:
             check_trainable([], [info[k]["family"] for k in keys.values() if k in info])
-        loaded = _load_source(source, training) if todo else None
+        loaded = _load_source(source, training, device) if todo else None
         if loaded is None:
             continue
         for cap, part in todo:
             fp = fingerprint(loaded, cap, extractor, part=part, progress=False)
             vectors[keys[cap, part]] = fp.vector
-            info[keys[cap, part]] = {"family": loaded.info.family, "probe_hash": fp.meta["probe_hash"]}
+            info[keys[cap, part]] = {"family": loaded.info.family, "probe_hash": fp.meta["probe_hash"],
+                                     "weights_stamp": stamp}
         _write_cache(cache, vectors, info, ehash)
     return vectors, info
 
@@ -270,6 +273,7 @@ def default_sources(target: str) -> tuple[list[str], list[str]]:
     from umaf.zoo import list_zoo
 
     entries = [e for e in (list_zoo() or list_zoo(quick=True)) if e.model_id != target]
-    train = [e.model_id for e in entries if e.family not in HELD_OUT_FAMILIES + VAL_FAMILIES]
-    val = [e.model_id for e in entries if e.family in HELD_OUT_FAMILIES + VAL_FAMILIES]
+    apart = [is_held_out_model_family(e.family) or e.family in VAL_FAMILIES for e in entries]
+    train = [e.model_id for e, held in zip(entries, apart, strict=True) if not held]
+    val = [e.model_id for e, held in zip(entries, apart, strict=True) if held]
     return train + [m for m in REAL_SOURCES if m != target], val

@@ -16,14 +16,13 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from umaf import pretrained
+from umaf.adapters.peft_io import ADAPTER_WEIGHTS
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.generator.config import generator_dir
 from umaf.generator.model import AdapterGenerator
 from umaf.io import WEIGHTS_NAME, atomic_path, check_writable, is_trained, slug
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 _DEFAULT: dict[tuple[Path, int], AdapterGenerator] = {}
 
@@ -43,7 +42,7 @@ def _canonical(u: Tensor, s: Tensor, v: Tensor, rank: int) -> tuple[Tensor, Tens
 
 def _check_rank(rank: int, delta_shape: tuple[int, ...], available: int) -> None:
     if rank < 1:
-        raise UmafError(f"rank must be at least 1, got {rank}")
+        raise UmafError(f"rank {rank} is out of range: a LoRA rank is at least 1")
     if rank > min(delta_shape[-2:]):
         raise UmafError(
             f"rank {rank} is larger than the module allows (min(in, out) = {min(delta_shape[-2:])})"
@@ -141,20 +140,26 @@ def write_adapter(
 
 def generate_adapter(
     fp: Fingerprint,
-    generator: AdapterGenerator,
+    generator: AdapterGenerator | None,
     output: str | os.PathLike,
     rank: int | None = None,
     overwrite: bool = False,
     target: str | None = None,
 ) -> Path:
     """Write the PEFT adapter that ``generator`` makes of ``fp`` to ``output`` (exact ``rank``; default
-    the generator's ``config.rank``).
+    the generator's ``config.rank``). ``generator=None`` uses :func:`default_generator` of ``target``.
 
     Refuses (:class:`UmafError`, nothing written) a fingerprint from another extractor, a ``target``
     other than the generator's, a rank the modules or the generator cannot hold, and an existing
     ``output`` unless ``overwrite``.
     """
     check_writable(output, overwrite)
+    if rank is not None and int(rank) < 1:  # before any generator is loaded
+        raise UmafError(f"rank {rank} is out of range: a LoRA rank is at least 1")
+    if generator is None:
+        if target is None:
+            raise UmafError("generate_adapter needs a generator or a target to find the default one of")
+        generator = default_generator(target)
     check_fingerprint(fp, generator, target)
     rank = generator.config.rank if rank is None else int(rank)
     tensors = adapter_tensors(generator, fp.vector, rank)
@@ -162,15 +167,16 @@ def generate_adapter(
 
 
 def default_generator(target: str) -> AdapterGenerator:
-    """The trained generator for ``target`` from ``cache_dir()/generators/<target-slug>`` (cached in memory).
-
-    Raises :class:`UmafError` with the command that trains one if there is none.
+    """The trained generator for ``target`` (the user's one in the cache, else the shipped one), cached
+    in memory. Raises :class:`UmafError` with the command that trains one if there is none.
     """
     path = generator_dir(target)
     if not is_trained(path):
-        raise UmafError(
-            f"no trained generator for {target} in {path}; run `umaf train generator --target {target}`"
-        )
+        raise pretrained.missing_component(
+            pretrained.generator_path(target), f"generator for {target}",
+            f"`umaf train lora --target {target} -c CAPABILITY ...` and then "
+            f"`umaf train generator --target {target}` (about 25 min on 2 CPU cores for SmolLM2)",
+        )  # fmt: skip
     key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)  # a retrained generator is reloaded
     if key not in _DEFAULT:
         _DEFAULT[key] = AdapterGenerator.from_pretrained(path)

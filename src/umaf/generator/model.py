@@ -13,27 +13,18 @@ Which modules exist, their shapes and their PEFT key names come from the real ta
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-import umaf
+from umaf.components import TrainedComponent, check_type, config_from_dict
 from umaf.errors import UmafError
 from umaf.generator.config import ARCHITECTURE_FIELDS, GeneratorConfig
-from umaf.io import WEIGHTS_NAME, atomic_path
-
-CONFIG_NAME = "config.json"
-FORMAT = "umaf-generator"
 
 #: PEFT task type per model kind (see :class:`umaf.models.ModelInfo`).
 TASK_TYPES: dict[str, str | None] = {
@@ -128,13 +119,19 @@ class ResidualMLP(nn.Module):
         return x + self.drop(self.fc2(nn.functional.gelu(self.fc1(self.norm(x)))))
 
 
-class AdapterGenerator(nn.Module):
+class AdapterGenerator(TrainedComponent):
     """Fingerprint -> raw LoRA factors per target module; see the module docstring.
 
     ``modules`` (from :func:`target_module_specs`) fixes the target's layout; ``extractor_hash`` is the
     hash of the extractor whose fingerprints it was trained on; ``task_type`` is PEFT's task type;
-    ``training`` holds the training report (sources, capabilities, validation figures).
+    ``training`` holds the training report (sources, capabilities, validation figures), saved in
+    config.json as ``training`` next to ``modules``, ``extractor_hash`` and ``task_type``.
     """
+
+    FORMAT = "umaf-generator"
+    config_class = GeneratorConfig
+    NAME = "generator"
+    REPORT_FIELD = "training"
 
     def __init__(
         self,
@@ -147,7 +144,7 @@ class AdapterGenerator(nn.Module):
         super().__init__()
         self.config, self.module_specs = config, list(modules)
         self.extractor_hash, self.task_type = extractor_hash, task_type
-        self.training_report: dict[str, Any] = dict(training or {})
+        self.train_report = dict(training or {})
         self.kinds = sorted({s.kind for s in self.module_specs})  # fixes the module-type embedding rows
         self.shapes = {k: self._kind_shape(k) for k in self.kinds}  # kind -> (in, out)
         for i, kind in enumerate(self.kinds):
@@ -177,6 +174,15 @@ class AdapterGenerator(nn.Module):
                 f"modules of type {kind} differ in shape ({sorted(shapes)}); adapt them separately"
             )
         return shapes.pop()
+
+    @property
+    def training_report(self) -> dict[str, Any]:
+        """The training report (:attr:`train_report` under the name the generator has always used)."""
+        return self.train_report
+
+    @training_report.setter
+    def training_report(self, report: dict[str, Any]) -> None:
+        self.train_report = report
 
     @property
     def target(self) -> str:
@@ -240,63 +246,24 @@ class AdapterGenerator(nn.Module):
 
     # ------------------------------------------------------------------------------------------ files
 
-    def write_files(self, folder: Path) -> None:
-        """Write ``config.json`` (sorted; version, target, modules, extractor hash, training report) and
-        ``model.safetensors`` into an existing ``folder`` (use :meth:`save_pretrained` for atomic saving)."""
-        doc = {
-            "format": FORMAT,
-            "umaf_version": umaf.__version__,
-            "config": self.config.architecture(),
-            "modules": [asdict(s) for s in self.module_specs],
-            "extractor_hash": self.extractor_hash,
-            "task_type": self.task_type,
-            "training": self.training_report,
-        }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        (folder / CONFIG_NAME).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
-        save_file(
-            state, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT, "umaf_version": umaf.__version__}
-        )
+    def _config_dict(self) -> dict[str, Any]:
+        return self.config.architecture()
 
-    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the generator folder (:meth:`write_files`) atomically: all of it or nothing."""
-        with atomic_path(directory, overwrite=overwrite, is_dir=True) as tmp:
-            self.write_files(tmp)
-        return Path(directory)
+    def _extra_fields(self) -> dict[str, Any]:
+        modules = [asdict(s) for s in self.module_specs]
+        return {"modules": modules, "extractor_hash": self.extractor_hash, "task_type": self.task_type}
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> AdapterGenerator:
-        """Load a folder written by :meth:`save_pretrained`; anything missing or corrupt is a UmafError."""
-        directory = Path(directory)
-        doc = _read_config(directory)
-        try:
-            config = GeneratorConfig.from_dict(doc["config"])
-            modules = [ModuleSpec(**m) for m in doc["modules"]]
-            model = cls(
-                config, modules, str(doc["extractor_hash"]), doc.get("task_type"), doc.get("training")
-            )
-        except (TypeError, KeyError, ValueError, UmafError) as err:
-            raise UmafError(f"{directory / CONFIG_NAME} is not a valid generator config ({err})") from None
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except (OSError, SafetensorError, ValueError):
-            raise UmafError(f"{directory / WEIGHTS_NAME} is missing or not a safetensors file") from None
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError:
-            raise UmafError(f"{directory / WEIGHTS_NAME} does not match its config.json") from None
-        return model.eval()
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    if not directory.is_dir():
-        raise UmafError(f"{directory} is not a generator folder")
-    try:
-        doc = json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise UmafError(f"{directory / CONFIG_NAME} is missing or not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("config"), dict):
-        raise UmafError(f"{directory} is not a UMAF generator folder")
-    if set(doc["config"]) - set(ARCHITECTURE_FIELDS) or not isinstance(doc.get("modules"), list):
-        raise UmafError(f"{directory / CONFIG_NAME} is not a valid generator config")
-    return doc
+    def _from_document(cls, doc: dict[str, Any]) -> AdapterGenerator:
+        unknown = sorted(set(doc["config"]) - set(ARCHITECTURE_FIELDS))
+        if unknown:
+            raise UmafError(f"unknown generator config keys: {', '.join(unknown)}")
+        modules = check_type(doc.get("modules"), tuple[dict, ...], "modules")
+        if not modules:
+            raise UmafError("modules must list at least one module")
+        return cls(
+            GeneratorConfig.from_dict(doc["config"]),
+            [config_from_dict(ModuleSpec, m, "module spec") for m in modules],
+            check_type(doc.get("extractor_hash"), str, "extractor_hash"),
+            check_type(doc.get("task_type"), str | None, "task_type"),
+        )

@@ -8,10 +8,12 @@ target is ``ΔW = 0``, so a fingerprint that names no known capability asks for 
 
 End to end (``e2e_steps > 0``): the generated ΔW is added to the frozen target's modules through forward
 hooks, per example, and the target's LM loss on the answer tokens of the capability's train split is
-minimised (plus the reconstruction loss as an anchor).
+minimised (plus the reconstruction loss as an anchor). The losses and validation errors are in
+:mod:`umaf.generator.losses`.
 
-Held-out capabilities and held-out model families never enter training (:func:`check_trainable` is called
-on every training set); held-out capabilities that have an oracle are used for validation only.
+Held-out capabilities and held-out model families never enter training
+(:func:`umaf.capabilities.check_trainable` is called on every training set); held-out capabilities
+that have an oracle are used for validation only.
 """
 
 from __future__ import annotations
@@ -30,46 +32,26 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import umaf
+from umaf import pretrained
+from umaf.capabilities import check_trainable
 from umaf.errors import UmafError
-from umaf.generator.config import GeneratorConfig, generator_dir
+from umaf.generator.config import GeneratorConfig
 from umaf.generator.data import (
     FINGERPRINT_CACHE,
     FingerprintSet,
     LibraryTargets,
-    check_trainable,
     collect_fingerprints,
     default_sources,
     fingerprint_set,
     library_modules,
     library_targets,
 )
+from umaf.generator.losses import Factors, baseline_errors, recon_error, relative_errors
 from umaf.generator.model import TASK_TYPES, AdapterGenerator, ModuleSpec, target_module_specs
 from umaf.io import atomic_path, is_trained
 from umaf.training import warmup_cosine_scheduler
 
-Factors = dict[str, tuple[Tensor, Tensor]]  # kind -> (A [B, L_k, r, in], B [B, L_k, out, r])
-
-# ------------------------------------------------------------------------------------------------ losses
-
-
-def relative_errors(pred: Factors, lib: LibraryTargets, labels: Tensor) -> Tensor:
-    """Normalised Frobenius error ``||ΔŴ - ΔW||² / ||ΔW||²`` of every module: ``[B, modules]``.
-
-    ``labels [B]`` are library rows; for the null row (ΔW = 0) the error is divided by the module's mean
-    ``||ΔW||²`` over the training capabilities instead.
-    """
-    errors = []
-    for kind, (a, b) in pred.items():  # a [B, L, g, in], b [B, L, out, g]
-        ta, tb = (t.to(a.device)[labels] for t in lib.factors[kind])  # [B, L, k, in], [B, L, out, k]
-        tt = lib.sq_norms[kind].to(a.device)  # [C + 1, L]
-        pp = (torch.einsum("blog,bloh->blgh", b, b) * torch.einsum("blgi,blhi->blgh", a, a)).sum((-1, -2))
-        cross = (torch.einsum("blog,blok->blgk", b, tb) * torch.einsum("blgi,blki->blgk", a, ta)).sum(
-            (-1, -2)
-        )
-        mean_tt = tt[: lib.n_train].mean(0)  # [L]
-        denom = torch.where(labels[:, None] == lib.null_index, mean_tt, tt[labels]).clamp_min(1e-3 * mean_tt)
-        errors.append((pp - 2 * cross + tt[labels]) / denom)  # [B, L]
-    return torch.cat(errors, dim=1)
+# ----------------------------------------------------------------------------------------------- batches
 
 
 def noisy(vectors: Tensor, noise: float, generator: torch.Generator | None = None) -> Tensor:
@@ -88,47 +70,6 @@ def with_nulls(vectors: Tensor, labels: Tensor, fraction: float, null_index: int
     rand = nn.functional.normalize(torch.randn(n, vectors.shape[1], device=vectors.device), dim=-1)
     nulls = torch.full((n,), null_index, dtype=labels.dtype, device=labels.device)
     return torch.cat([vectors, rand]), torch.cat([labels, nulls])
-
-
-# ------------------------------------------------------------------------------------------- validation
-
-
-@torch.no_grad()
-def recon_error(
-    generator: AdapterGenerator, lib: LibraryTargets, data: FingerprintSet, batch: int = 64
-) -> float:
-    """Mean normalised Frobenius error of the generated ΔW over ``data`` (NaN if empty)."""
-    if len(data) == 0:
-        return float("nan")
-    was_training = generator.training
-    generator.eval()
-    total = 0.0
-    device = generator.log_gain.device
-    for start in range(0, len(data), batch):
-        vecs, labels = data.vectors[start : start + batch].to(device), data.labels[start : start + batch]
-        total += float(relative_errors(generator(vecs), lib, labels.to(device)).mean(1).sum())
-    generator.train(was_training)
-    return total / len(data)
-
-
-def baseline_errors(lib: LibraryTargets, train: FingerprintSet, data: FingerprintSet) -> dict[str, float]:
-    """Errors of two references on ``data``: the mean training ΔW, and the oracle of the nearest training
-    fingerprint (cosine) — what a capability-agnostic adapter and a pure lookup would score."""
-    if len(data) == 0 or len(train) == 0:
-        return {"mean_delta": float("nan"), "nearest_oracle": float("nan")}
-    rows = sorted(set(train.labels.tolist()))
-    mean: Factors = {}
-    for kind, (a, b) in lib.factors.items():  # concatenated factors / C = mean of the B @ A
-        a_cat = torch.cat([a[r] for r in rows], dim=-2)  # [L, C * k, in]
-        b_cat = torch.cat([b[r] for r in rows], dim=-1) / len(rows)  # [L, out, C * k]
-        mean[kind] = (a_cat.expand(len(data), *a_cat.shape), b_cat.expand(len(data), *b_cat.shape))
-    nearest = train.labels[(data.vectors @ train.vectors.T).argmax(1)]  # [N]
-    looked_up = {kind: (a[nearest], b[nearest]) for kind, (a, b) in lib.factors.items()}
-    return {
-        "mean_delta": float(relative_errors(mean, lib, data.labels).mean()),
-        "nearest_oracle": float(relative_errors(looked_up, lib, data.labels).mean()),
-        "nearest_correct": float((nearest == data.labels).float().mean()),
-    }
 
 
 # ------------------------------------------------------------------------------------------- fitting
@@ -209,8 +150,8 @@ def delta_hooks(model: nn.Module, generator: AdapterGenerator, factors: Factors)
 
 def e2e_items(loaded: Any, lib: LibraryTargets, max_length: int) -> list[tuple[Any, int]]:
     """(encoded train example, library row) of every training capability (plain prompts, as the oracles)."""
+    from umaf.adapters.oracles import encode_train_split
     from umaf.capabilities import get_capability
-    from umaf.lora import encode_train_split
 
     check_trainable(lib.train_names)
     items = []
@@ -228,8 +169,8 @@ def fit_end_to_end(
     accelerator: Any,
 ) -> list[float]:
     """LM loss of the frozen target with the generated ΔW hooked in (plus weighted reconstruction)."""
+    from umaf.adapters.peft_io import preserved
     from umaf.encoding import collate, pad_id
-    from umaf.lora import preserved
 
     items, train = e2e_items(loaded, lib, config.e2e_max_length), splits["train"]
     by_row = {r: (train.labels == r).nonzero().flatten().tolist() for r in range(lib.n_train)}
@@ -347,6 +288,17 @@ class TrainingSetup:
     splits: dict[str, FingerprintSet]
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, a trained generator or a folder that is not a generator's; a folder
+    holding only the fingerprint cache of an interrupted run is resumed."""
+    if overwrite or not output.exists():
+        return
+    if is_trained(output):
+        raise UmafError(f"{output} already holds a trained generator; pass --overwrite to retrain it")
+    if not output.is_dir() or any(p.name != FINGERPRINT_CACHE for p in output.iterdir()):
+        raise UmafError(f"{output} exists and is not a generator folder; pass --overwrite to replace it")
+
+
 def setup(
     target: str | Any,
     config: GeneratorConfig | None,
@@ -355,18 +307,20 @@ def setup(
     extractor: Any,
     sources: Sequence[Any] | None,
     val_sources: Sequence[Any] | None,
+    device: Any = None,
 ) -> TrainingSetup:
-    """Load the target, read its oracle library, and fingerprint the library from the sources (cached)."""
+    """Load the target (on ``device``: default CUDA when available), read its oracle library, and
+    fingerprint the library from the sources there (cached)."""
     from umaf.models import LoadedModel, load
 
-    loaded = target if isinstance(target, LoadedModel) else load(target)
-    name = loaded.info.name
+    name = target.info.name if isinstance(target, LoadedModel) else str(target)
+    output = Path(output) if output is not None else pretrained.user_dir(pretrained.generator_path(name))
+    check_output(output, overwrite)
     config = config or GeneratorConfig()
     modules = config.target_modules or library_modules(name)
     config = GeneratorConfig.from_dict({**config.to_dict(), "target": name, "target_modules": modules})
-    output = Path(output) if output is not None else generator_dir(name)
-    if is_trained(output) and not overwrite:
-        raise UmafError(f"{output} already holds a trained generator; pass --overwrite to retrain it")
+    # After the cheap checks; float32, as the end-to-end phase adds float32 ΔW to its activations.
+    loaded = target if isinstance(target, LoadedModel) else load(target, dtype="float32", device=device)
     if extractor is None:
         from umaf.extractor import default_extractor
 
@@ -375,10 +329,8 @@ def setup(
     lib = library_targets(name, specs, config.min_gain)
     train_src, val_src = _resolve_sources(name, config, sources, val_sources)
     cache = output / FINGERPRINT_CACHE
-    collect_fingerprints(train_src, lib.names, extractor, cache, config.progress, training=True)
-    vectors, info = collect_fingerprints(
-        val_src, lib.names, extractor, cache, config.progress, training=False
-    )
+    collect_fingerprints(train_src, lib.names, extractor, cache, config.progress, True, device)
+    vectors, info = collect_fingerprints(val_src, lib.names, extractor, cache, config.progress, False, device)
     names = [[s if isinstance(s, str) else s.info.name for s in srcs] for srcs in (train_src, val_src)]
     splits = make_splits(lib, vectors, info, *names)
     return TrainingSetup(loaded, config, output, extractor.extractor_hash, specs, lib, splits)
@@ -404,16 +356,18 @@ def train_generator(
     defaults of :func:`umaf.generator.data.default_sources`; ``extractor`` defaults to the default
     extractor. Saves to ``output`` (default ``cache_dir()/generators/<target-slug>``), where a trained
     generator is replaced only with ``overwrite``; ``generator.training_report`` holds the report.
+    Training runs on accelerate's device (CUDA when available; ``ACCELERATE_USE_CPU=1`` forces the CPU),
+    where a named target and the sources are loaded too.
     """
     from accelerate import Accelerator
 
     start = time.perf_counter()
-    run = setup(target, config, output, overwrite, extractor, sources, val_sources)
+    accelerator = Accelerator()
+    run = setup(target, config, output, overwrite, extractor, sources, val_sources, accelerator.device)
     config, lib, splits = run.config, run.lib, run.splits
     torch.manual_seed(config.seed)
     kind = TASK_TYPES.get(run.loaded.info.kind)
     generator = AdapterGenerator(config, run.specs, run.extractor_hash, kind)
-    accelerator = Accelerator()
     history = fit_reconstruction(generator, lib, splits, config, accelerator)
     extra: dict[str, Any] = {"recon_seconds": round(time.perf_counter() - start, 1)}
     if config.e2e_steps > 0:

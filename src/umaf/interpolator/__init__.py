@@ -6,7 +6,6 @@ families built at several sizes, with at least one size per family held out.
 """
 
 from umaf.interpolator.config import InterpolatorConfig, InterpolatorTrainConfig
-from umaf.interpolator.data import ZooFingerprint, zoo_fingerprints
 from umaf.interpolator.interpolation import (
     default_interpolator,
     default_interpolator_dir,
@@ -16,6 +15,7 @@ from umaf.interpolator.interpolation import (
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale, estimate_scale
 from umaf.interpolator.train import evaluate_pairs, make_pairs, train_interpolator
+from umaf.zoo.fingerprints import ZooFingerprint, zoo_fingerprints
 
 __all__ = [
     "InterpolatorConfig",

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from umaf.components import config_from_dict
 from umaf.config import FINGERPRINT_DIM
 from umaf.errors import UmafError
 
@@ -15,7 +16,7 @@ class InterpolatorConfig:
     """Shape of the Size Interpolator network (see :class:`umaf.interpolator.SizeInterpolator`)."""
 
     fp_dim: int = field(default=FINGERPRINT_DIM, metadata={"help": "Width of the fingerprints it moves."})
-    hidden: int = field(default=256, metadata={"help": "Hidden width of the velocity network."})
+    hidden: int = field(default=128, metadata={"help": "Hidden width of the velocity network."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout inside the network during training."})
     condition_on_scale: bool = field(
         default=True,
@@ -39,8 +40,8 @@ class InterpolatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InterpolatorConfig:
-        """Build from a dict (e.g. config.json); unknown keys are an error that names them."""
-        return _from_dict(cls, data, "interpolator config")
+        """Build from a dict (e.g. config.json); unknown keys and wrong-typed values are errors."""
+        return config_from_dict(cls, data, "interpolator config")
 
 
 @dataclass
@@ -80,11 +81,9 @@ class InterpolatorTrainConfig:
             raise UmafError(f"lr must be positive, got {self.lr}")
         if not self.held_out_sizes:
             raise UmafError("held_out_sizes must name at least one zoo size (e.g. 's')")
+        from umaf.models import TINY_SIZES
 
-
-def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UmafError(f"unknown {what} keys: {', '.join(unknown)}")
-    return cls(**data)
+        unknown = [s for s in self.held_out_sizes if s not in TINY_SIZES]
+        if unknown:
+            raise UmafError(f"unknown zoo size {unknown[0]!r} in held_out_sizes; choose from: "
+                            f"{', '.join(TINY_SIZES)}")  # fmt: skip

@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from umaf.config import cache_dir
+from umaf import pretrained
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.interpolator.model import SizeInterpolator
@@ -17,15 +17,15 @@ _DEFAULT: dict[tuple[Path, int], SizeInterpolator] = {}  # keyed by folder and w
 
 
 def default_interpolator_dir() -> Path:
-    """Where the default interpolator lives: ``cache_dir()/interpolator/default``."""
-    return cache_dir() / "interpolator" / "default"
+    """Where the default interpolator is read from: the user's one in the cache, else the shipped one."""
+    return pretrained.component_dir(pretrained.INTERPOLATOR)
 
 
 def default_interpolator() -> SizeInterpolator:
     """The trained default interpolator; a UmafError naming the command to train it if it is missing."""
     path = default_interpolator_dir()
     if not is_trained(path):
-        raise UmafError(f"no trained interpolator in {path}; run `umaf train interpolator` first")
+        raise pretrained.missing_component(pretrained.INTERPOLATOR, "size interpolator")
     key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
     if key not in _DEFAULT:
         _DEFAULT[key] = SizeInterpolator.from_pretrained(path)
@@ -43,7 +43,7 @@ def resolve_scale(target: Any) -> Scale:
     if isinstance(target, str | Path):
         from umaf.models import load
 
-        return Scale.from_info(load(str(target)).info)
+        return Scale.from_info(load(str(target), device="cpu").info)  # only its shape is read
     raise UmafError(f"cannot tell the scale of {target!r}; give a model, ModelInfo or parameter count")
 
 
@@ -66,7 +66,7 @@ def interpolate(
         raise UmafError("give either a target model or a parameter count / layers / width, not both")
     fp.validate()
     source = Scale.from_meta(fp.meta)
-    goal = resolve_scale(target) if target is not None else estimate_scale(source, params, layers, width)
+    goal = estimate_scale(source, params, layers, width) if target is None else None
     interpolator = interpolator if interpolator is not None else default_interpolator()
     trained_on = interpolator.config.extractor_hash
     if trained_on is not None and trained_on != fp.meta.get("extractor_hash"):
@@ -74,6 +74,8 @@ def interpolate(
             f"the interpolator was trained on fingerprints of extractor {trained_on}, this one comes from "
             f"{fp.meta.get('extractor_hash')}; recompute the fingerprint or retrain the interpolator"
         )
+    if goal is None:  # last: a named target may have to be loaded to be measured
+        goal = resolve_scale(target)
     vector = interpolator.move(fp.vector, source.features(), goal.features())  # [fp_dim]
     meta = copy.deepcopy(fp.meta)
     meta.update(

@@ -20,19 +20,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
+from umaf.capabilities import is_held_out
 from umaf.errors import UmafError
 from umaf.interpolator.config import InterpolatorTrainConfig
-from umaf.interpolator.data import (
-    ZooFingerprint,
-    default_capabilities,
-    is_held_out,
-    require_zoo,
-    zoo_fingerprints,
-)
+from umaf.interpolator.data import default_capabilities
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale
 from umaf.io import atomic_path, check_writable
 from umaf.training import warmup_cosine_scheduler
+from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
 Pairs = list[tuple[int, int]]
 

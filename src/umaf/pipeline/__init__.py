@@ -5,7 +5,8 @@
 
 from pathlib import Path
 
-from umaf.pipeline.run import format_results, print_summary, run_pipeline
+from umaf.formatting import format_results
+from umaf.pipeline.run import print_summary, run_pipeline
 from umaf.pipeline.spec import (
     AdapterSpec,
     EvaluateSpec,

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from umaf.fingerprint import Fingerprint
+from umaf.formatting import format_results
 from umaf.io import atomic_path, is_trained, slug
 from umaf.pipeline.spec import FingerprintRef, PipelineSpec, check_ready, quick_zoo_missing
 
@@ -35,7 +36,8 @@ def fp_file(*parts: str) -> str:
 def fingerprint_all(
     spec: PipelineSpec, extractor: Any, folder: Path, keep: str | None = None
 ) -> tuple[Fingerprints, Any]:
-    """Fingerprint every (model, capability) of ``spec``, loading each model once; save them in ``folder``.
+    """Fingerprint every (model, capability) of ``spec``, loading each model once (on ``spec.device`` in
+    ``spec.dtype``); save them in ``folder``.
 
     Returns the fingerprints and the loaded model named ``keep`` (the target, when it is also a source),
     so that it is not loaded twice.
@@ -50,7 +52,7 @@ def fingerprint_all(
     kept = None
     bar = tqdm(total=len(spec.fingerprints), desc="fingerprints", unit="fp")
     for model, caps in by_model.items():
-        loaded = load(model)
+        loaded = load(model, dtype=spec.dtype, device=spec.device)
         for cap in caps:
             bar.set_postfix_str(f"{model}:{cap}")
             fp = fingerprint(loaded, cap, extractor, progress=False)
@@ -64,14 +66,16 @@ def fingerprint_all(
 
 
 def similarity_table(fps: Fingerprints, metric: str) -> dict[str, Any]:
-    """The ``metric`` matrix between all fingerprints, with their labels."""
+    """The ``metric`` matrix between all fingerprints, with their labels (``model:capability``, for
+    reading) and their ``[model, capability]`` pairs (for code: a label cannot be split back, as model
+    and capability names may hold colons, e.g. ``zoo:llama-m-a`` and ``add_k:7``)."""
     from umaf.similarity import similarity_matrix
 
-    labels = [f"{model}:{cap}" for model, cap in fps]
     matrix = similarity_matrix(metric, [fp.vector for fp in fps.values()])
     return {
         "metric": metric,
-        "labels": labels,
+        "labels": [f"{model}:{cap}" for model, cap in fps],
+        "pairs": [[model, cap] for model, cap in fps],
         "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
     }
 
@@ -86,8 +90,8 @@ def prepare_target(spec: PipelineSpec) -> list[str]:
     if adapter is None or not spec.train_missing:
         return trained
     if not is_trained(generator_dir(adapter.target)):
+        from umaf.adapters.oracles import build_library
         from umaf.generator import train_generator
-        from umaf.lora import build_library
 
         _say(
             f"no generator for {adapter.target} yet: training oracle LoRAs on {', '.join(adapter.library)} "
@@ -165,14 +169,14 @@ def evaluate_stage(
 ) -> dict[str, Any]:
     """Accuracy of the target on each capability: base, with the pipeline's adapter, with an adapter from
     each single source of that capability (``singles``), and with the cached oracle (``oracle``)."""
+    from umaf.adapters import find_oracle
     from umaf.evaluation import evaluate, perplexity
     from umaf.generator import generate_adapter
-    from umaf.lora import oracle_dir, read_oracle_meta
 
     ev = spec.evaluate
     assert ev is not None and spec.adapter is not None
     name = target.info.name
-    rows = []
+    rows, no_oracle = [], []
     with tempfile.TemporaryDirectory(prefix="umaf-pipeline-") as tmp:
         for cap in tqdm(ev.capabilities, desc="evaluating", unit="capability"):
             row: dict[str, Any] = {
@@ -187,34 +191,17 @@ def evaluate_stage(
                             fp, generator, Path(tmp) / f"{cap}-{i}", rank=spec.adapter.rank
                         )
                         row[f"single {model}"] = evaluate(target, cap, single, limit=ev.limit)
-            oracle = oracle_dir(name, cap)
-            if ev.oracle and read_oracle_meta(oracle) is not None:
+            oracle = find_oracle(name, cap) if ev.oracle else None
+            if oracle is not None:
                 row["oracle"] = evaluate(target, cap, oracle, limit=ev.limit)
+            elif ev.oracle:
+                no_oracle.append(cap)
             rows.append(row)
-    out: dict[str, Any] = {"limit": ev.limit, "split": "eval", "capabilities": rows}
+    out: dict[str, Any] = {"limit": ev.limit, "split": "eval", "capabilities": rows, "no_oracle": no_oracle}
     if ev.perplexity:
         base, adapted = perplexity(target), perplexity(target, adapter_dir)
         out["perplexity"] = {"base": base, "adapter": adapted, "rise": adapted / base - 1}
     return out
-
-
-def format_results(evaluation: dict[str, Any]) -> str:
-    """The evaluation rows as an aligned plain-text table (missing cells as '-')."""
-    rows = evaluation["capabilities"]
-    columns = list(dict.fromkeys(k for row in rows for k in row if k != "capability"))
-    columns.sort(key=lambda c: c == "oracle")  # the reference last; the others keep their order
-    width = max(12, *(len(c) for c in columns))
-    lines = ["capability".ljust(16) + "".join(c.rjust(width + 1) for c in columns)]
-    for row in rows:
-        cells = "".join((f"{row[c]:.3f}" if c in row else "-").rjust(width + 1) for c in columns)
-        lines.append(row["capability"].ljust(16) + cells)
-    if "perplexity" in evaluation:
-        p = evaluation["perplexity"]
-        lines.append(
-            f"perplexity on general text: base {p['base']:.2f}, with adapter {p['adapter']:.2f} "
-            f"({p['rise']:+.1%})"
-        )
-    return "\n".join(lines)
 
 
 def report_bench(results: dict[str, Any]) -> dict[str, Any]:
@@ -229,14 +216,25 @@ def report_bench(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = None) -> dict[str, Any]:
-    """Run ``spec`` and write its output folder; returns the results (also in ``results.json``)."""
+    """Run ``spec`` and write its output folder; returns the results (also in ``results.json``).
+
+    Every model it loads, here or in the stages it calls, goes on ``spec.device`` in ``spec.dtype``.
+    """
+    from umaf.models import load_defaults
+
+    check_ready(spec, overwrite)
+    with load_defaults(spec.device, spec.dtype):
+        return _run(spec, overwrite, extractor)
+
+
+def _run(spec: PipelineSpec, overwrite: bool, extractor: Any) -> dict[str, Any]:
+    """:func:`run_pipeline` once its checks passed, inside its device and dtype defaults."""
     import yaml
 
     from umaf.generator import default_generator, generate_adapter
-    from umaf.models import load
+    from umaf.models import load, resolve_device
     from umaf.report import write_report
 
-    check_ready(spec, overwrite)
     start = time.perf_counter()
     missing = quick_zoo_missing(dict.fromkeys(ref.model for ref in spec.fingerprints))
     if missing:  # only with train_missing (check_ready refuses them otherwise)
@@ -250,14 +248,16 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = N
         extractor = default_extractor()
     trained = prepare_target(spec)
     target_name = spec.adapter.target if spec.adapter else None
-    results: dict[str, Any] = {"name": spec.name, "target": target_name, "trained_this_run": trained}
+    results: dict[str, Any] = {"name": spec.name, "target": target_name, "trained_this_run": trained,
+                               "device": str(resolve_device(spec.device)), "dtype": spec.dtype}
     with atomic_path(spec.output, overwrite=overwrite, is_dir=True) as tmp:
         fps, target = fingerprint_all(spec, extractor, tmp / "fingerprints", keep=target_name)
         results["fingerprints"] = [f"fingerprints/{fp_file(m, c)}" for m, c in fps]
         results["similarity"] = similarity_table(fps, spec.metric)
         report_fps = list(fps.values())
         if spec.adapter is not None:
-            target = target if target is not None else load(spec.adapter.target)
+            if target is None:
+                target = load(spec.adapter.target, dtype=spec.dtype, device=spec.device)
             fused, used, results["adapter"] = adapter_fingerprint(spec, fps, target, tmp / "fingerprints")
             report_fps.append(fused)
             generator = default_generator(spec.adapter.target)
@@ -284,34 +284,33 @@ def run_pipeline(spec: PipelineSpec, overwrite: bool = False, extractor: Any = N
     return results
 
 
-def nearest_other_model(sim: dict[str, Any]) -> list[tuple[str, str]]:
-    """For each fingerprint (``model:capability`` label), the most similar one read from another model."""
+def nearest_other_model(sim: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(i, j)`` for each fingerprint ``i`` of a :func:`similarity_table`: ``j`` is the most similar
+    fingerprint read from another model (models from ``sim["pairs"]``, never parsed out of labels)."""
     from umaf.similarity import SIMILARITIES
 
     sign = 1.0 if SIMILARITIES.get(sim["metric"]).higher_is_better else -1.0
-    labels, matrix = sim["labels"], sim["matrix"]
-    model = [label.rsplit(":", 1)[0] for label in labels]
+    models, matrix = [model for model, _ in sim["pairs"]], sim["matrix"]
     out = []
-    for i, label in enumerate(labels):
-        others = [j for j in range(len(labels)) if model[j] != model[i]]
+    for i, model in enumerate(models):
+        others = [j for j, other in enumerate(models) if other != model]
         if others:
-            out.append((label, labels[max(others, key=lambda j: sign * matrix[i][j])]))
+            out.append((i, max(others, key=lambda j: sign * matrix[i][j])))
     return out
 
 
 def print_summary(results: dict[str, Any], output: Path) -> None:
     """The short table a user reads after a run."""
-    from umaf.cli import format_matrix
-
     sim = results["similarity"]
-    print(f"{sim['metric']} similarity between fingerprints:")
-    print(format_matrix(sim["labels"], sim["matrix"]))
+    labels, pairs, matrix = sim["labels"], sim["pairs"], sim["matrix"]
     matches = nearest_other_model(sim)
     if matches:
-        hits = sum(mine.rsplit(":", 1)[1] == theirs.rsplit(":", 1)[1] for mine, theirs in matches)
-        print(f"\nnearest fingerprint of another model ({hits}/{len(matches)} the same capability):")
-        for mine, theirs in matches:
-            print(f"  {mine:32} -> {theirs}")
+        hits = sum(pairs[i][1] == pairs[j][1] for i, j in matches)
+        print(f"nearest fingerprint of another model ({hits}/{len(matches)} the same capability; "
+              f"{sim['metric']}; the whole matrix is in {output}/report.html):")  # fmt: skip
+        for i, j in matches:
+            mark = "" if pairs[i][1] == pairs[j][1] else "   (another capability)"
+            print(f"  {labels[i]:32} -> {labels[j]:32} {matrix[i][j]:6.3f}{mark}")
     if "adapter" in results:
         a = results["adapter"]
         weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.2f}" for s in a["sources"])
@@ -327,6 +326,10 @@ def print_summary(results: dict[str, Any], output: Path) -> None:
             else "\naccuracy on the eval split:"
         )
         print(format_results(ev))
+        if ev.get("no_oracle"):
+            caps, target = ev["no_oracle"], results["target"]
+            print(f"no oracle LoRA of {', '.join(caps)} for {target}: oracle column left out "
+                  f"(`umaf train lora --target {target} -c {' '.join(caps)}` fills it)")  # fmt: skip
     for item in results["trained_this_run"]:
         print(f"trained and cached this run: {item}", file=sys.stderr)
     print(
@@ -335,4 +338,4 @@ def print_summary(results: dict[str, Any], output: Path) -> None:
     )
 
 
-__all__ = ["FingerprintRef", "format_results", "print_summary", "run_pipeline", "similarity_table"]
+__all__ = ["FingerprintRef", "print_summary", "run_pipeline", "similarity_table"]

@@ -20,6 +20,8 @@ Parsing checks every key and value and names the offending key (``adapter.from[1
     evaluate: {capabilities: [plural], limit: 32, oracle: true, singles: true, perplexity: false}
     report: {metric: cosine}
     train_missing: false          # train missing oracles, generator and interpolator, then cache them
+    device: auto                  # where models run: auto (CUDA when available, else cpu), cpu, cuda, cuda:N
+    dtype: float32                # what they run in: float32, bfloat16 or float16 (fingerprints stay float32)
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from typing import Any
 
 from umaf.errors import UmafError
 
-TOP_KEYS = ("name", "output", "sources", "compare", "adapter", "evaluate", "report", "train_missing")
+TOP_KEYS = (
+    "name", "output", "sources", "compare", "adapter", "evaluate", "report", "train_missing", "device",
+    "dtype",
+)  # fmt: skip
 SOURCE_KEYS = ("model", "capabilities")
 REF_KEYS = ("model", "capability", "weight")
 ADAPTER_KEYS = ("target", "rank", "from", "fusion", "query", "interpolate", "library")
@@ -88,6 +93,8 @@ class PipelineSpec:
     evaluate: EvaluateSpec | None = None
     report_metric: str = "cosine"
     train_missing: bool = False
+    device: str | None = None  # None: CUDA when available, else the CPU
+    dtype: str = "float32"
     origin: str = "pipeline"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -160,6 +167,21 @@ class _Reader:
         if value not in choices:
             raise self.fail(where, f"expected {said}")
         return value
+
+    def device(self, value: Any, where: str) -> str | None:
+        """A device name (checked, not yet looked for on this machine: :func:`check_ready` does that)."""
+        from umaf.models import parse_device
+
+        try:
+            parsed = parse_device(self.text(value, where))
+        except UmafError as err:
+            raise self.fail(where, str(err)) from None
+        return None if parsed is None else str(parsed)
+
+    def dtype(self, value: Any, where: str) -> str:
+        from umaf.models import DTYPES
+
+        return self.choice(self.text(value, where), where, tuple(DTYPES), f"one of {', '.join(DTYPES)}")
 
     def metric(self, section: Any, where: str) -> str | None:
         """The fingerprint metric a ``{metric: NAME}`` section names (None if it names none)."""
@@ -248,6 +270,8 @@ def parse_pipeline(data: Any, origin: str = "pipeline") -> PipelineSpec:
         adapter=adapter,
         evaluate=evaluate,
         train_missing=r.flag(top.get("train_missing", False), "train_missing"),
+        device=r.device(top["device"], "device") if top.get("device") is not None else None,
+        dtype=r.dtype(top.get("dtype", "float32"), "dtype"),
         origin=origin,
         raw=dict(top),
         **metrics,
@@ -276,11 +300,13 @@ def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
 
 
 def quick_zoo_missing(names: Any) -> list[str]:
-    """The quick-zoo models among ``names`` (``zoo:<name>``) that are not built yet."""
-    from umaf.zoo import is_built, zoo_specs
+    """The quick-zoo models among ``names`` (``zoo:<name>``) that are neither built nor shipped."""
+    from umaf.pretrained import zoo_model_dir
+    from umaf.zoo import zoo_specs
+    from umaf.zoo.build import META_FILE
 
     quick = {f"zoo:{spec.name}": spec for spec in zoo_specs(quick=True)}
-    return [n for n in names if n in quick and not is_built(quick[n])]
+    return [n for n in names if n in quick and not (zoo_model_dir(quick[n].name) / META_FILE).is_file()]
 
 
 def check_model(name: str, where: str, origin: str, buildable: bool = False) -> None:
@@ -289,13 +315,17 @@ def check_model(name: str, where: str, origin: str, buildable: bool = False) -> 
     Aliases always resolve; Hugging Face ids are checked when loaded (no model is loaded here).
     ``buildable``: a quick-zoo model that is not built yet is fine (the pipeline builds the quick zoo).
     """
-    from umaf.models import MODEL_ALIASES
-    from umaf.zoo import zoo_dir
+    from umaf.models import MODEL_ALIASES, zoo_name
+    from umaf.pretrained import zoo_model_dir
 
     if name in MODEL_ALIASES or (buildable and quick_zoo_missing([name])):
         return
     if name.startswith("zoo:"):
-        if not (zoo_dir() / name[4:] / "config.json").is_file():
+        try:
+            folder = zoo_model_dir(zoo_name(name))
+        except UmafError as err:
+            raise UmafError(f"{origin}: {where}: {err}") from None
+        if not (folder / "config.json").is_file():
             raise UmafError(
                 f"{origin}: {where}: zoo model {name!r} is not built; run `umaf zoo build` "
                 "(or `umaf zoo list` to see what is)"
@@ -308,11 +338,14 @@ def check_ready(spec: PipelineSpec, overwrite: bool = False) -> None:
     """Everything the pipeline needs exists (or ``train_missing`` will make it); no model is loaded."""
     from umaf.generator.config import generator_dir
     from umaf.io import check_writable, is_trained
+    from umaf.models import resolve_device
 
-    try:
-        check_writable(spec.output, overwrite)
-    except UmafError as err:
-        raise UmafError(f"{spec.origin}: output: {err}") from None
+    for key, check in (("output", lambda: check_writable(spec.output, overwrite)),
+                       ("device", lambda: resolve_device(spec.device))):  # fmt: skip
+        try:
+            check()
+        except UmafError as err:
+            raise UmafError(f"{spec.origin}: {key}: {err}") from None
     for ref in spec.fingerprints:
         check_model(ref.model, f"model {ref.model!r}", spec.origin, buildable=spec.train_missing)
     if spec.adapter is None:

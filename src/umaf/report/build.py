@@ -15,7 +15,15 @@ from umaf import __version__
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint, check_compatible
 from umaf.io import atomic_path, check_writable
-from umaf.report import charts
+from umaf.report.charts import (
+    bench_metrics_figure,
+    bench_table_figure,
+    fusion_figure,
+    heatmap_figure,
+    map_figure,
+    profiles_figure,
+    render,
+)
 from umaf.report.data import (
     Bench,
     Styles,
@@ -105,7 +113,7 @@ def _chart(slug: str, caption: str, build: Callable[[], Any]) -> Chart:
 def _render(chart_list: Sequence[Chart], png: bool) -> None:
     """Draw every chart (matplotlib runs here and only here)."""
     for chart in chart_list:
-        chart.svg, chart.png = charts.render(chart.build, uid=chart.slug, png=png)
+        chart.svg, chart.png = render(chart.build, uid=chart.slug, png=png)
 
 
 def _slug(text: str) -> str:
@@ -119,7 +127,7 @@ def _similarity_section(fps: list[Fingerprint], metric: Similarity, styles: Styl
     caption = (f"{escape(reading)}. Brighter cells are more alike. Rows and columns are grouped by "
                "capability (label colour); a good extractor gives bright blocks on the diagonal: one "
                "capability read from different models lands close.")  # fmt: skip
-    chart = _chart("similarity", caption, lambda: charts.heatmap_figure(matrix, fps, metric, styles))
+    chart = _chart("similarity", caption, lambda: heatmap_figure(matrix, fps, metric, styles))
     how = f"Every pair of fingerprints compared with <code>{escape(metric.name)}</code>."
     return Section("similarity", "Similarity", how, [chart])
 
@@ -130,7 +138,7 @@ def _map_section(fps: list[Fingerprint], styles: Styles) -> Section:
                f"{len(fps)} fingerprints in this report. Colour = capability, shape = model family: "
                "points of one colour should cluster whatever their shape. The axis labels say how much "
                "of the spread each axis shows.")  # fmt: skip
-    chart = _chart("map", caption, lambda: charts.map_figure(coords, explained, fps, styles))
+    chart = _chart("map", caption, lambda: map_figure(coords, explained, fps, styles))
     how = "Where the fingerprints sit relative to one another, flattened to two dimensions."
     return Section("map", "Fingerprint map", how, [chart])
 
@@ -147,7 +155,7 @@ def _profiles_section(fps: list[Fingerprint], styles: Styles) -> Section | None:
     if skipped:
         plural = "s" if skipped > 1 else ""
         caption += f" {skipped} fingerprint{plural} without a profile not shown."
-    chart = _chart("profiles", caption, lambda: charts.profiles_figure(with_profile, styles))
+    chart = _chart("profiles", caption, lambda: profiles_figure(with_profile, styles))
     how = "Which depth of each source model carries the capability."
     return Section("profiles", "Per-layer profiles", how, [chart])
 
@@ -163,7 +171,7 @@ def _fusion_section(fps: list[Fingerprint], styles: Styles) -> Section | None:
                    + (f" (mode <code>{escape(str(mode))}</code>)" if mode else "")
                    + ". Bar colour = the source's capability.")  # fmt: skip
         slug = f"fusion-{i + 1}-{_slug(fp_label(fp))}"
-        blocks.append(_chart(slug, caption, lambda fp=fp, s=sources: charts.fusion_figure(fp, s, styles)))
+        blocks.append(_chart(slug, caption, lambda fp=fp, s=sources: fusion_figure(fp, s, styles)))
     if not blocks:
         return None
     how = "Fused fingerprints combine several sources; these are the weights each source received."
@@ -190,13 +198,13 @@ def _bench_blocks(bench: Bench, index: int) -> list[str | Chart]:
     if bench.charted:
         caption = ("Each bar is a number measured in this run; fractions and correlations share the top "
                    "axis, other magnitudes (ratios, throughputs) get one axis each.")  # fmt: skip
-        blocks.append(_chart(f"{prefix}-metrics", caption, lambda: charts.bench_metrics_figure(bench)))
+        blocks.append(_chart(f"{prefix}-metrics", caption, lambda: bench_metrics_figure(bench)))
     if bench.metrics:
         blocks.append(_metric_table(bench))
     for table_data in bench.tables:
         caption = f"<code>{escape(table_data.name)}</code>: one group of bars per row, one colour per column."
         slug = f"{prefix}-{_slug(table_data.name)}"
-        blocks.append(_chart(slug, caption, lambda t=table_data: charts.bench_table_figure(t, bench.title)))
+        blocks.append(_chart(slug, caption, lambda t=table_data: bench_table_figure(t, bench.title)))
         pairs = zip(table_data.rows, table_data.values, strict=True)
         rows = [[escape(row)] + [number(v) for v in values] for row, values in pairs]
         numeric = [False] + [True] * len(table_data.columns)

@@ -14,8 +14,10 @@ import torch
 from tqdm.auto import tqdm
 
 import umaf
+from umaf import pretrained
 from umaf.answers import SLOTS_ATTRIBUTE, evaluate
 from umaf.config import cache_dir
+from umaf.errors import UmafError
 from umaf.io import atomic_path
 from umaf.zoo.specs import QUICK_PREFIX, ZooSpec, zoo_specs
 from umaf.zoo.train import mask_slots, train_model
@@ -55,12 +57,30 @@ class ZooEntry:
 
     @classmethod
     def from_dir(cls, path: Path) -> ZooEntry:
-        """Read ``path/zoo.json``."""
-        meta = json.loads((path / META_FILE).read_text())
+        """Read ``path/zoo.json``; a file that is unreadable or malformed is a UmafError naming it."""
+        meta = _read_meta(path / META_FILE)
         return cls(name=meta["name"], family=meta["family"], size=meta["size"],
                    trained=tuple(meta["trained"]), accuracy=dict(meta["accuracy"]), path=path,
                    subset=meta.get("subset", ""), seed=meta.get("seed", 0), quick=meta.get("quick", False),
                    train_seconds=meta.get("train_seconds", 0.0), meta=meta)
+
+
+def _read_meta(file: Path) -> dict:
+    """The checked contents of a ``zoo.json``: names are strings, ``trained`` a list of capability names
+    and ``accuracy`` maps capability names to numbers."""
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UmafError(f"{file} is unreadable or not valid JSON; rebuild it with `umaf zoo build`") from None
+    ok = isinstance(meta, dict) and all(isinstance(meta.get(k), str) for k in ("name", "family", "size"))
+    ok = ok and isinstance(meta.get("trained"), list) and all(isinstance(c, str) for c in meta["trained"])
+    ok = ok and isinstance(meta.get("accuracy"), dict) and all(
+        isinstance(a, int | float) and not isinstance(a, bool) for a in meta["accuracy"].values()
+    )
+    if not ok:
+        raise UmafError(f"{file} is not a zoo model record (it needs name, family, size, trained and "
+                        "accuracy); rebuild it with `umaf zoo build`")  # fmt: skip
+    return meta
 
 
 def zoo_dir() -> Path:
@@ -91,16 +111,17 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def build_model(spec: ZooSpec, *, progress: bool = True) -> ZooEntry:
-    """Build, train, evaluate and save one zoo model (atomically) and return its entry."""
+def build_model(
+    spec: ZooSpec, *, progress: bool = True, device: str | torch.device | None = None
+) -> ZooEntry:
+    """Build, train (on ``device``; default CUDA when available, else the CPU), evaluate and save one zoo
+    model (atomically, as float32 on the CPU) and return its entry."""
     from umaf.capabilities import get_capability, list_capabilities
     from umaf.encoding import model_kind
     from umaf.models import build_tiny
 
     torch.manual_seed(spec.seed)
-    loaded = build_tiny(spec.family, spec.size, seed=spec.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loaded.model.to(device)
+    loaded = build_tiny(spec.family, spec.size, seed=spec.seed).to(device, "float32")
     named = [get_capability(n) for n in list_capabilities()]
     slots = mask_slots(named, loaded.tokenizer) if model_kind(loaded) == "encoder" else 0
     if slots:  # recorded in the config, so generation (here and after loading) uses the trained layout
@@ -116,6 +137,7 @@ def build_model(spec: ZooSpec, *, progress: bool = True) -> ZooEntry:
     meta = _metadata(spec, loaded, accuracy, losses, train_seconds, eval_seconds)
     meta["accuracy_untagged"] = plain
     meta["train_cpu_seconds"] = round(cpu_seconds, 2)
+    meta["device"] = str(loaded.device)
     path = zoo_dir() / spec.name
     with atomic_path(path, overwrite=True, is_dir=True) as tmp:
         loaded.model.to("cpu").save_pretrained(tmp)
@@ -147,15 +169,19 @@ def _metadata(spec: ZooSpec, loaded: Any, accuracy: dict[str, float], losses: li
 
 
 def build_zoo(quick: bool = False, families: list[str] | None = None, progress: bool = True, *,
-              specs: list[ZooSpec] | None = None, threads: int | None = 1) -> list[ZooEntry]:
+              specs: list[ZooSpec] | None = None, threads: int | None = 1,
+              device: str | torch.device | None = None) -> list[ZooEntry]:
     """Build every zoo model not yet on disk (resumable: finished models are kept and skipped).
 
     ``quick`` builds a smaller zoo (names prefixed ``q-``) on a shorter schedule; ``specs`` overrides
     the plan entirely (tests use it for two models and a few steps). ``threads`` sets torch's intra-op
     threads while building (None keeps torch's choice): one is as fast for models this small, and leaves
-    the other cores free.
+    the other cores free. ``device`` is where the models train (default: CUDA when available).
     """
+    from umaf.models import resolve_device
+
     plan = specs if specs is not None else zoo_specs(quick=quick, families=families)
+    device = resolve_device(device)  # a bad name fails before anything is built
     entries = []
     with torch_threads(threads):
         bar = tqdm(plan, disable=not progress, desc="zoo", unit="model")
@@ -164,7 +190,7 @@ def build_zoo(quick: bool = False, families: list[str] | None = None, progress: 
             if is_built(spec):
                 entries.append(ZooEntry.from_dir(zoo_dir() / spec.name))
                 continue
-            entry = build_model(spec, progress=progress)
+            entry = build_model(spec, progress=progress, device=device)
             entries.append(entry)
             if progress:
                 tqdm.write(_summary(entry))
@@ -177,12 +203,13 @@ def _summary(entry: ZooEntry) -> str:
 
 
 def list_zoo(quick: bool = False) -> list[ZooEntry]:
-    """Zoo models on disk, sorted by name: the full zoo, or with ``quick`` the quick one."""
-    root = zoo_dir()
-    if not root.is_dir():
-        return []
-    paths = sorted(p for p in root.iterdir() if (p / META_FILE).is_file())
-    return [ZooEntry.from_dir(p) for p in paths if p.name.startswith(QUICK_PREFIX) == quick]
+    """Zoo models on disk (the user's builds and the shipped ones, a user's build winning), sorted by
+    name: the full zoo, or with ``quick`` the quick one."""
+    paths: dict[str, Path] = {}
+    for root in reversed(pretrained.zoo_roots()):
+        if root.is_dir():
+            paths.update({p.name: p for p in root.iterdir() if (p / META_FILE).is_file()})
+    return [ZooEntry.from_dir(paths[n]) for n in sorted(paths) if n.startswith(QUICK_PREFIX) == quick]
 
 
 __all__ = ["META_FILE", "PROMPT_FORMAT", "ZooEntry", "build_model", "build_zoo", "is_built", "list_zoo",

@@ -8,19 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from umaf.errors import UmafError
-from umaf.lora import (
+from umaf.adapters.oracles import (
     ORACLE_FILE,
     OracleConfig,
     build_library,
     default_config,
-    delta_weights,
     library,
-    linear_module_names,
     oracle_dir,
-    read_adapter,
     train_oracle,
 )
+from umaf.adapters.peft_io import delta_weights, linear_module_names, read_adapter
+from umaf.errors import UmafError
 from umaf.models import build_tiny, load
 
 FAST = OracleConfig(steps=3, batch_size=4, lr=1e-2, eval_examples=8)
@@ -79,11 +77,76 @@ def test_delta_weights_match_the_merged_difference(oracle: Path, tiny_dir: str) 
     assert any(d.abs().max() > 0 for d in deltas.values())
 
 
+def _peft_lora(folder: Path, seed: int = 0, **settings: object) -> dict[str, torch.Tensor]:
+    """Save a PEFT adapter (``LoraConfig(**settings)``) with random non-zero factors on a fresh tiny LLaMA;
+    returns the base model's state dict from before."""
+    from peft import LoraConfig, get_peft_model
+
+    base = build_tiny("llama", "xs", seed=3).model
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    torch.manual_seed(seed)
+    model = get_peft_model(base, LoraConfig(target_modules=["q_proj", "v_proj"], **settings))
+    for name, param in model.named_parameters():
+        if "lora_A" in name or "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.2)
+    model.save_pretrained(str(folder))
+    return before
+
+
+@pytest.mark.parametrize("settings", [
+    {"r": 4, "lora_alpha": 8, "use_rslora": True},  # scale alpha / sqrt(r) = 4, not alpha / r = 2
+    {"r": 4, "lora_alpha": 8, "rank_pattern": {"v_proj": 2},
+     "alpha_pattern": {"layers.0.self_attn.q_proj": 3}},
+], ids=["rslora", "rank-and-alpha-pattern"])
+def test_delta_weights_are_what_peft_merges(settings: dict, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    before = _peft_lora(tmp_path / "adapter", **settings)
+    merged = PeftModel.from_pretrained(build_tiny("llama", "xs", seed=3).model, str(tmp_path / "adapter"))
+    merged = merged.merge_and_unload().state_dict()
+    deltas = delta_weights(tmp_path / "adapter")
+    assert len(deltas) == 4
+    for name, delta in deltas.items():
+        torch.testing.assert_close(delta, merged[f"{name}.weight"] - before[f"{name}.weight"],
+                                   atol=1e-5, rtol=1e-4)
+    if "rank_pattern" in settings:
+        from umaf.adapters.peft_io import lora_factors
+
+        ranks = {name: a.shape[0] for name, (a, _) in lora_factors(tmp_path / "adapter")[1].items()}
+        assert ranks["model.layers.1.self_attn.v_proj"] == 2 and ranks["model.layers.1.self_attn.q_proj"] == 4
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"use_dora": True}, "DoRA"),
+    ({"lora_bias": True}, "lora_bias"),
+    ({"bias": "lora_only"}, "bias=lora_only"),
+], ids=["dora", "lora-bias", "trained-bias"])
+def test_adapters_that_are_not_plain_lora_are_refused(settings: dict, needle: str, tmp_path: Path) -> None:
+    from umaf.adapters.peft_io import check_adapter_fits, lora_factors
+
+    _peft_lora(tmp_path / "adapter", r=4, lora_alpha=8, **settings)
+    with pytest.raises(UmafError, match="cannot read ΔW") as err:
+        delta_weights(tmp_path / "adapter")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert len(lora_factors(tmp_path / "adapter")[1]) == 4  # still readable: evaluation can apply it
+    check_adapter_fits(tmp_path / "adapter", build_tiny("llama", "xs").model)
+
+
+def test_an_adapter_of_another_peft_type_is_refused(tmp_path: Path) -> None:
+    from peft import IA3Config, get_peft_model
+
+    config = IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"])
+    model = get_peft_model(build_tiny("llama", "xs").model, config)
+    model.save_pretrained(str(tmp_path / "ia3"))
+    with pytest.raises(UmafError, match="not a LoRA adapter"):
+        delta_weights(tmp_path / "ia3")
+
+
 def test_cached_oracle_is_reused(oracle: Path, tiny_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import umaf.lora
+    from umaf.adapters import oracles
 
     assert oracle == oracle_dir(tiny_dir, "uppercase")
-    monkeypatch.setattr(umaf.lora, "fit_oracle", lambda *a, **k: pytest.fail("retrained a cached oracle"))
+    monkeypatch.setattr(oracles, "fit_oracle", lambda *a, **k: pytest.fail("retrained a cached oracle"))
     assert train_oracle(tiny_dir, "uppercase", FAST, progress=False) == oracle
     entries = library(tiny_dir)
     assert [e.capability for e in entries] == ["uppercase"] and entries[0].config == FAST
@@ -113,7 +176,7 @@ def test_existing_output_needs_overwrite(tiny_dir: str, tmp_path: Path) -> None:
 
 def test_failed_training_leaves_nothing(tiny_dir: str, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import umaf.lora
+    from umaf.adapters import oracles
 
     def boom(*args: object, **kwargs: object) -> None:
         raise UmafError("interrupted")
@@ -122,11 +185,11 @@ def test_failed_training_leaves_nothing(tiny_dir: str, tmp_path: Path,
         (tmp / "adapter_config.json").write_text("{}")
         raise UmafError("disk full")
 
-    monkeypatch.setattr(umaf.lora, "fit_lora", boom)
+    monkeypatch.setattr(oracles, "fit_lora", boom)
     with pytest.raises(UmafError, match="interrupted"):
         train_oracle(tiny_dir, "reverse", FAST, output=tmp_path / "out", progress=False)
     monkeypatch.undo()
-    monkeypatch.setattr(umaf.lora, "_save_adapter", half_written)
+    monkeypatch.setattr(oracles, "_save_adapter", half_written)
     with pytest.raises(UmafError, match="disk full"):
         train_oracle(tiny_dir, "reverse", FAST, output=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -171,12 +234,12 @@ def test_config_round_trip_and_defaults(tiny_llama) -> None:
 
 
 def test_build_library_resumes(tiny_dir: str, oracle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import umaf.lora
+    from umaf.adapters import oracles
 
     entries = build_library(tiny_dir, ["uppercase", "first_letter", "add_k:7"], FAST, progress=False)
     assert [e.capability for e in entries] == ["uppercase", "first_letter", "add_k:7"]
     assert entries[2].path == oracle_dir(tiny_dir, "add_k:7") and entries[2].path.name == "add_k-7"
-    monkeypatch.setattr(umaf.lora, "fit_oracle", lambda *a, **k: pytest.fail("rebuilt a finished oracle"))
+    monkeypatch.setattr(oracles, "fit_oracle", lambda *a, **k: pytest.fail("rebuilt a finished oracle"))
     again = build_library(tiny_dir, ["first_letter", "add_k:7"], FAST, progress=False)
     assert [e.oracle_accuracy for e in again] == [e.oracle_accuracy for e in entries[1:]]
     assert {"uppercase", "first_letter", "add_k:7"} <= {e.capability for e in library(tiny_dir)}
@@ -230,8 +293,8 @@ def test_half_an_adapter_is_corrupt(oracle: Path, tmp_path: Path) -> None:
 
 
 def test_replay_text_is_disjoint_from_the_perplexity_set(tiny_llama, tiny_t5) -> None:
+    from umaf.adapters.oracles import replay_items
     from umaf.evaluation import general_texts
-    from umaf.lora import replay_items
 
     items = replay_items(tiny_llama, max_length=32)
     assert len(items) >= 50 and all(it.input_ids == it.labels and 0 < len(it.input_ids) <= 32 for it in items)

@@ -11,14 +11,13 @@ capability) under ``cache_dir()/oracles/<target-slug>/<capability-slug>/``::
 
 Training uses UMAF's one encoding of examples (:mod:`umaf.encoding`: loss on the answer
 tokens only) with the plain prompt ``"<input> ->"``; the adapter itself says which task is meant.
+Reading the PEFT files back (ΔW, fit checks) is :mod:`umaf.adapters.peft_io`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
-import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,19 +31,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import umaf
+from umaf.adapters.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_target_modules, preserved
 from umaf.capabilities import Capability, get_capability
 from umaf.config import cache_dir, data_lines
 from umaf.encoding import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable, slug
-from umaf.models import LoadedModel, load
+from umaf.models import DTYPES, LoadedModel, load
 from umaf.training import fit_batches, warmup_cosine_scheduler
 
 #: Metadata file written next to the PEFT files of every oracle.
 ORACLE_FILE = "oracle.json"
-#: The two files that make a plain PEFT LoRA directory.
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: General sentences for the replay loss (``data/``; disjoint from the perplexity set ``general.txt``).
 REPLAY_TEXT = "replay.txt"
 #: Models with fewer parameters than this get the tiny-model defaults of :func:`default_config`.
@@ -81,6 +78,11 @@ class OracleConfig:
     """Longest training sequence in tokens (longer examples lose the start of their prompt)."""
     dtype: str = "float32"
     """Dtype of the frozen base weights while training (bfloat16 halves the CPU time of big targets)."""
+    device: str | None = field(
+        default=None,
+        metadata={"help": "Device a named target trains on: cpu, cuda or cuda:N (default: CUDA when "
+                          "available, else the CPU). Not part of the oracle's identity."},
+    )
     seed: int = 0
     """Seed of the LoRA initialisation and of the example order."""
     eval_examples: int | None = None
@@ -106,13 +108,15 @@ class OracleConfig:
             raise UmafError("oracle config: target_modules must name at least one module")
         if not 0 <= self.dropout < 1 or not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise UmafError("oracle config: dropout and warmup must lie in [0, 1), min_lr_ratio in [0, 1]")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise UmafError(f"oracle config: unknown dtype {self.dtype!r}; use float32, bfloat16 or float16")
+        if self.dtype not in DTYPES:
+            raise UmafError(f"oracle config: unknown dtype {self.dtype!r}; use {', '.join(DTYPES)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (``target_modules`` as a list)."""
+        """JSON-ready dict of every field but ``device`` (``target_modules`` as a list): where an oracle
+        was trained is not what it is, so a cached oracle is reused whatever device asks for it."""
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
+        del data["device"]
         return data
 
     @classmethod
@@ -181,6 +185,17 @@ def oracle_dir(target: str, capability: str) -> Path:
     return library_dir(target) / slug(capability)
 
 
+def find_oracle(target: str, capability: str) -> Path | None:
+    """The finished oracle of ``capability`` on ``target`` to measure against: the user's one in the
+    cache, else a shipped one (:func:`umaf.pretrained.oracle_roots`); None if there is neither."""
+    from umaf.pretrained import oracle_roots
+
+    for root in oracle_roots(target):
+        if read_oracle_meta(root / slug(capability)) is not None:
+            return root / slug(capability)
+    return None
+
+
 def read_oracle_meta(path: Path) -> dict | None:
     """Contents of ``path/oracle.json`` if it is there, complete and readable, else None."""
     try:
@@ -209,33 +224,7 @@ def library(target: str) -> list[OracleEntry]:
     return sorted((OracleEntry.from_dir(p) for p in paths), key=lambda e: e.capability)
 
 
-# -------------------------------------------------------------------------------------- target modules
-
-
-def linear_module_names(model: nn.Module) -> list[str]:
-    """Last-part names of the linear layers a LoRA can adapt (output head excluded), sorted."""
-    from transformers.pytorch_utils import Conv1D
-
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, nn.Linear | Conv1D) and module is not head and name}
-    return sorted(names)
-
-
-def check_target_modules(model: nn.Module, modules: Sequence[str], rank: int | None = None) -> None:
-    """UmafError naming the available modules if any of ``modules`` is not a linear layer of ``model``;
-    or if ``rank`` exceeds the smaller side of an adapted layer."""
-    available = linear_module_names(model)
-    unknown = [m for m in modules if m not in available]
-    if unknown:
-        raise UmafError(f"unknown target module(s) {', '.join(unknown)}; "
-                        f"this model has: {', '.join(available)}")
-    if rank is None:
-        return
-    for name, module in model.named_modules():
-        shape = _weight_shape(module)
-        if name.rsplit(".", 1)[-1] in modules and shape is not None and rank > min(shape):
-            raise UmafError(f"rank {rank} is larger than {name} allows ({shape[0]}x{shape[1]})")
+# ------------------------------------------------------------------------------------------ PEFT
 
 
 def lora_config(config: OracleConfig, kind: str) -> Any:
@@ -316,12 +305,13 @@ def _oracle_meta(loaded: LoadedModel, target: str, cap: Capability, config: Orac
                  losses: list[float], accuracy: tuple[float, float], seconds: tuple[float, float]) -> dict:
     from umaf.zoo.build import loss_curve
 
-    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    dtype = str(loaded.dtype).removeprefix("torch.")
     return {
         "target": target, "target_info": loaded.info.to_dict(), "capability": cap.name, "kind": cap.kind,
         "held_out": cap.held_out, "probe_hash": cap.probe_hash(), "config": config.to_dict(),
         "n_train": len(cap.split("train")), "base_accuracy": accuracy[0], "oracle_accuracy": accuracy[1],
-        "eval_split": "eval", "eval_dtype": dtype, "train_seconds": round(seconds[0], 3),
+        "eval_split": "eval", "eval_dtype": dtype, "device": str(loaded.device),
+        "train_seconds": round(seconds[0], 3),
         "step_seconds": round(seconds[0] / config.steps, 4), "eval_seconds": round(seconds[1], 3),
         "loss_curve": loss_curve(losses), "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "threads": torch.get_num_threads(), "umaf_version": umaf.__version__,
@@ -378,19 +368,6 @@ def attached_lora(loaded: LoadedModel, config: OracleConfig) -> Iterator[Any]:
         peft_model.unload()
 
 
-@contextmanager
-def preserved(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every parameter's ``requires_grad`` and the train/eval mode of ``model`` afterwards."""
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    training = model.training
-    try:
-        yield model
-    finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags.get(name, param.requires_grad))
-        model.train(training)
-
-
 def check_generative(loaded: LoadedModel) -> None:
     """UmafError unless the model answers by generating (decoder or encoder-decoder)."""
     if loaded.info.kind not in GENERATIVE_KINDS:
@@ -407,26 +384,32 @@ def resolve_config(info: Any, config: ConfigLike = None) -> OracleConfig:
     (entries that are None are ignored, so CLI flags can be passed straight through)."""
     if isinstance(config, OracleConfig):
         return config
+    return replace(default_config(info), **_overrides(config))
+
+
+def _overrides(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields ``config`` sets (None entries dropped), each value checked on the generic defaults so
+    that a bad one fails before any target is loaded."""
     overrides = {k: v for k, v in (config or {}).items() if v is not None}
     unknown = sorted(set(overrides) - {f.name for f in fields(OracleConfig)})
     if unknown:
         raise UmafError(f"oracle config: unknown field(s) {', '.join(unknown)}")
-    return replace(default_config(info), **overrides)
+    replace(OracleConfig(), **overrides)
+    return overrides
 
 
 def load_target(target: str | LoadedModel, config: ConfigLike = None) -> tuple[LoadedModel, OracleConfig]:
     """The target (loaded if named) and the resolved config to train it with (see :func:`resolve_config`).
 
-    A named target is loaded, cast to the config's dtype and put on the GPU if there is one; a given
+    A named target is loaded in the config's dtype on its device (default: CUDA when available); a given
     LoadedModel is used as it is.
     """
     if isinstance(target, LoadedModel):
         return target, resolve_config(target.info, config)
-    loaded = load(target)
-    config = resolve_config(loaded.info, config)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded.model.to(device=device, dtype=getattr(torch, config.dtype))
-    return loaded, config
+    # Bad values fail before the target is loaded; dtype and device never depend on the target's size.
+    chosen = config if isinstance(config, OracleConfig) else replace(OracleConfig(), **_overrides(config))
+    loaded = load(target, dtype=chosen.dtype, device=chosen.device)
+    return loaded, resolve_config(loaded.info, config)
 
 
 def train_oracle(target: str | LoadedModel, capability: str | Capability, config: ConfigLike = None,
@@ -478,120 +461,8 @@ def build_library(target: str | LoadedModel, capabilities: Sequence[str], config
     return entries
 
 
-# --------------------------------------------------------------------------------- reading adapters
-
-
-def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
-    """The ``adapter_config.json`` and the tensors of a PEFT LoRA folder (safetensors only).
-
-    A missing folder, a missing file or an unreadable one is a :class:`UmafError`.
-    """
-    from safetensors import safe_open
-
-    path = Path(adapter_dir)
-    if not path.is_dir():
-        raise UmafError(f"adapter folder {path} does not exist")
-    missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (path / n).is_file()]
-    if missing:
-        raise UmafError(f"{path} is not a PEFT adapter folder (missing {', '.join(missing)})")
-    try:
-        config = json.loads((path / ADAPTER_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise UmafError(f"{path / ADAPTER_CONFIG} is not valid JSON") from None
-    if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != "LORA":
-        raise UmafError(f"{path} is not a LoRA adapter (peft_type {config.get('peft_type')!r})"
-                        if isinstance(config, dict) else f"{path / ADAPTER_CONFIG} is not a JSON object")
-    try:
-        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception:  # safetensors raises several types for truncated or foreign files
-        raise UmafError(f"{path / ADAPTER_WEIGHTS} is corrupt or not a safetensors file") from None
-    return config, tensors
-
-
-def _pattern_value(patterns: dict, module: str, default: float) -> float:
-    """PEFT's ``alpha_pattern`` lookup: the first key that matches the end of the module name."""
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return float(value)
-    return float(default)
-
-
-def lora_factors(adapter_dir: str | Path) -> tuple[dict, dict[str, tuple[Tensor, Tensor]]]:
-    """The adapter config and ``{module: (A [r, in], B [out, r])}`` (module names as in the base model)."""
-    config, tensors = read_adapter(adapter_dir)
-    factors: dict[str, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        match = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_(A|B|embedding_A|embedding_B)(?:\.\w+)?"
-                             r"\.weight", key)
-        if match is None:
-            continue  # e.g. modules_to_save copies: not part of ΔW
-        if match.group(2).startswith("embedding"):
-            raise UmafError(f"{adapter_dir}: LoRA on embeddings ({match.group(1)}) is not supported")
-        factors.setdefault(match.group(1), {})[match.group(2)] = value
-    pairs = {}
-    for module, parts in sorted(factors.items()):
-        a, b = parts.get("A"), parts.get("B")
-        if a is None or b is None or a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
-            raise UmafError(f"{adapter_dir} is corrupt: LoRA factors of {module} are missing or mismatched")
-        pairs[module] = (a, b)
-    if not pairs:
-        raise UmafError(f"{adapter_dir} holds no LoRA factors")
-    return config, pairs
-
-
-def delta_weights(adapter_dir: str | Path) -> dict[str, Tensor]:
-    """ΔW of every adapted module, scaling applied: ``{module name: scale · B @ A}``, each ``[out, in]``.
-
-    Module names are the base model's (``model.layers.0.self_attn.q_proj``). For layers stored
-    transposed (GPT-2's Conv1D) the merged weight changes by the transpose. Reads safetensors only.
-    """
-    config, pairs = lora_factors(adapter_dir)
-    rslora = bool(config.get("use_rslora", False))
-    deltas = {}
-    for module, (a, b) in pairs.items():
-        rank = a.shape[0]
-        alpha = _pattern_value(config.get("alpha_pattern", {}), module, config.get("lora_alpha", rank))
-        scale = alpha / math.sqrt(rank) if rslora else alpha / rank
-        deltas[module] = scale * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
-    return deltas
-
-
-
-def check_adapter_fits(adapter_dir: str | Path, model: nn.Module, model_name: str = "the model") -> None:
-    """UmafError unless every LoRA module of the adapter is a layer of ``model`` with matching shape."""
-    _, pairs = lora_factors(adapter_dir)
-    modules = dict(_base_model(model).named_modules())
-    for name, (a, b) in pairs.items():
-        layer = modules.get(name)
-        shape = _weight_shape(layer)
-        if shape is None:
-            raise UmafError(f"adapter {adapter_dir} does not fit {model_name}: it has no linear layer {name}")
-        if (b.shape[0], a.shape[1]) != shape:
-            raise UmafError(f"adapter {adapter_dir} does not fit {model_name}: {name} is "
-                            f"{shape[0]}x{shape[1]}, the adapter's ΔW is {b.shape[0]}x{a.shape[1]}")
-
-
-def _base_model(model: nn.Module) -> nn.Module:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def _weight_shape(layer: nn.Module | None) -> tuple[int, int] | None:
-    """``(out, in)`` of a linear layer (GPT-2's Conv1D included), None for anything else."""
-    from transformers.pytorch_utils import Conv1D
-
-    if isinstance(layer, nn.Linear):
-        return layer.out_features, layer.in_features
-    if isinstance(layer, Conv1D):
-        return layer.nf, layer.weight.shape[0]
-    return None
-
-
 __all__ = [
-    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "ORACLE_FILE", "OracleConfig", "OracleEntry", "build_library",
-    "check_adapter_fits", "check_generative", "check_target_modules", "default_config", "delta_weights",
-    "encode_train_split", "fit_lora", "fit_oracle", "is_cached", "library", "library_dir",
-    "linear_module_names", "lora_config", "lora_factors", "oracle_dir", "preserved", "read_adapter",
-    "read_oracle_meta", "resolve_config", "slug", "train_oracle",
+    "ORACLE_FILE", "ConfigLike", "OracleConfig", "OracleEntry", "build_library", "check_generative",
+    "default_config", "encode_train_split", "fit_lora", "fit_oracle", "is_cached", "library", "library_dir",
+    "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config", "train_oracle",
 ]

@@ -1,0 +1,35 @@
+"""Plain-text tables that the CLI and the pipeline print (aligned columns, no dependencies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_matrix(labels: list[str], rows: list[list[float]]) -> str:
+    """Render a square similarity matrix as an aligned plain-text table."""
+    short = [f"[{i}]" for i in range(len(labels))]
+    width = max(7, *(len(s) for s in short))
+    lines = [" " * (width + 1) + " ".join(s.rjust(width) for s in short)]
+    for tag, row in zip(short, rows, strict=True):
+        lines.append(tag.rjust(width) + " " + " ".join(f"{v:{width}.3f}" for v in row))
+    lines += [f"{tag} {label}" for tag, label in zip(short, labels, strict=True)]
+    return "\n".join(lines)
+
+
+def format_results(evaluation: dict[str, Any]) -> str:
+    """The evaluation rows as an aligned plain-text table (missing cells as '-')."""
+    rows = evaluation["capabilities"]
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "capability"))
+    columns.sort(key=lambda c: c == "oracle")  # the reference last; the others keep their order
+    width = max(12, *(len(c) for c in columns))
+    lines = ["capability".ljust(16) + "".join(c.rjust(width + 1) for c in columns)]
+    for row in rows:
+        cells = "".join((f"{row[c]:.3f}" if c in row else "-").rjust(width + 1) for c in columns)
+        lines.append(row["capability"].ljust(16) + cells)
+    if "perplexity" in evaluation:
+        p = evaluation["perplexity"]
+        lines.append(
+            f"perplexity on general text: base {p['base']:.2f}, with adapter {p['adapter']:.2f} "
+            f"({p['rise']:+.1%})"
+        )
+    return "\n".join(lines)
