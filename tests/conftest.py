@@ -95,3 +95,11 @@ def tiny_moe(tiny_models: dict):
 def tiny_t5(tiny_models: dict):
     """A T5 with 2 encoder and 2 decoder blocks, width 32."""
     return tiny_models["t5"]
+
+
+@pytest.fixture
+def no_shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Hide the shipped components (umaf.pretrained), as on an install that ships none."""
+    import umaf.pretrained
+
+    monkeypatch.setattr(umaf.pretrained, "SHIPPED_DIR", tmp_path / "nothing-shipped")

@@ -227,7 +227,13 @@ def test_config_round_trip_and_defaults(tiny_llama) -> None:
     assert OracleConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(UmafError, match="unknown field"):
         OracleConfig.from_dict({"rank": 4, "colour": "red"})
-    assert default_config(tiny_llama.info).steps > 0
+    from dataclasses import replace
+
+    from umaf.adapters.oracles import resolve_config
+
+    defaults = default_config(tiny_llama.info)  # overrides land on the target's defaults, None keeps one
+    assert resolve_config(tiny_llama.info, {"steps": 2, "lr": None}) == replace(defaults, steps=2)
+    assert resolve_config(tiny_llama.info, FAST) is FAST
     names = set(linear_module_names(tiny_llama.model))
     assert {"q_proj", "v_proj", "o_proj", "up_proj", "down_proj"} <= names
     assert "lm_head" not in linear_module_names(tiny_llama.model)

@@ -91,10 +91,27 @@ def stand_in_toolkit(tmp_path: Path) -> fusion_bench.Toolkit:
 # ------------------------------------------------------------------------------------------------ M4
 
 
-def test_suites_are_registered_with_a_target_argument() -> None:
-    assert {"fusion", "size"} <= set(SUITES.names())
-    for name in ("fusion", "size"):
-        assert SUITES.get(name).__defaults__ == ("zoo:llama-m-a",)
+def test_suites_pass_the_target_on_and_default_to_the_zoo_llama(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    from umaf.bench import run_benchmark
+
+    asked = []
+
+    def stop(target: str, **_: object) -> None:
+        asked.append(target)
+        raise UmafError("stop here")
+
+    monkeypatch.setattr(fusion_bench, "resolve_toolkit", stop)
+    monkeypatch.setattr(size_bench, "resolve_toolkit", stop)
+    monkeypatch.setattr(size_bench, "default_interpolator", lambda: None)
+    for suite in ("fusion", "size"):
+        assert suite in SUITES
+        for target in (None, "zoo:other"):
+            with pytest.raises(UmafError, match="stop here"):
+                run_benchmark(suite, tmp_path / f"{suite}.json", quick=True, target=target)
+    assert asked == ["zoo:llama-m-a", "zoo:other"] * 2 and not list(tmp_path.iterdir())
+    with pytest.raises(UmafError, match="takes no --target"):
+        run_benchmark("fingerprints", tmp_path / "f.json", quick=True, target="zoo:other")
 
 
 def test_plan_and_sources() -> None:
@@ -144,7 +161,9 @@ def test_fusion_suite_needs_learnable_capabilities(tmp_path: Path) -> None:
         fusion_bench.run_fusion(kit, quick=True)
 
 
-def test_missing_dependencies_name_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_dependencies_name_the_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_shipped: None
+) -> None:
     import umaf.extractor
     import umaf.zoo
     from umaf.zoo import fingerprints as zoo_fps

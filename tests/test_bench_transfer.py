@@ -99,21 +99,27 @@ def test_planning_helpers() -> None:
 
 
 class StandInGenerator:
-    """Generates the oracle itself for a real fingerprint and a zero adapter for anything else."""
+    """Writes, for a source's fingerprint, its capability's oracle at half strength (B halved) and, for
+    any other fingerprint (the random control), the oracle of another capability; keeps a copy of every
+    adapter it writes and the fingerprint it was given, so a test can measure them itself."""
 
-    def __init__(self, oracles: dict[str, Path], fps: dict) -> None:
-        self.oracles, self.known = oracles, fps
+    def __init__(self, oracles: dict[str, Path], fps: dict, keep: Path) -> None:
+        self.oracles, self.known, self.keep = oracles, fps, keep
+        self.calls: list[tuple[str, Fingerprint]] = []
 
     def generate(self, fp: Fingerprint, generator: object, output: Path) -> Path:
         from safetensors.torch import load_file, save_file
 
         assert generator is self
         real = any(torch.equal(fp.vector, v.vector) for v in self.known.values())
-        shutil.copytree(self.oracles[fp.meta["capability"]], output)
-        if not real:
-            weights = output / "adapter_model.safetensors"
-            tensors = {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in load_file(weights).items()}
-            save_file(tensors, weights)
+        cap = fp.meta["capability"]
+        source = cap if real else next(c for c in self.oracles if c != cap)
+        shutil.copytree(self.oracles[source], output)
+        weights = output / "adapter_model.safetensors"
+        scale = 0.5 if real else 1.0
+        save_file({k: v * scale if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
+        shutil.copytree(output, self.keep / output.name)
+        self.calls.append((output.name, fp))
         return output
 
 
@@ -134,27 +140,50 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"target": target, "source": source, "oracles": oracles, "extractor": CapabilityExtractor()}
 
 
-def test_run_with_a_stand_in_generator(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
     import umaf.bench.transfer as transfer
+    import umaf.evaluation
+    from umaf.evaluation import perplexity
+    from umaf.models import load
 
-    plan = TransferPlan(setup["target"], ["uppercase", "capital"],
-                        {"uppercase": [setup["source"]], "capital": [setup["source"]]},
-                        {setup["source"]: "gpt2"}, eval_limit=8)
+    source = setup["source"]
+    caps = ["uppercase", "capital"]
+    plan = TransferPlan(setup["target"], caps, {c: [source] for c in caps}, {source: "gpt2"}, eval_limit=8)
     fps = transfer.read_fingerprints(plan, setup["extractor"])
     monkeypatch.setattr(transfer, "read_fingerprints", lambda p, e: fps)
-    stand_in = StandInGenerator(setup["oracles"], fps)
+    codes: dict[tuple[str, str | None], float] = {}
+    real_evaluate = umaf.evaluation.evaluate
+
+    def evaluate(loaded, cap, adapter=None, limit=None):  # noqa: ANN001, ANN202
+        assert limit == 8 and 0.0 <= real_evaluate(loaded, cap, adapter, limit=limit) <= 1.0
+        key = (cap, None if adapter is None else Path(adapter).name)
+        return codes.setdefault(key, 0.05 + 0.1 * len(codes))  # a distinct accuracy per (capability, adapter)
+
+    monkeypatch.setattr(umaf.evaluation, "evaluate", evaluate)
+    stand_in = StandInGenerator(setup["oracles"], fps, tmp_path)
     out = run_transfer(plan, setup["extractor"], stand_in, stand_in.generate, progress=False)
     rows = {r["capability"]: r for r in out["capabilities"]}
     assert rows["capital"]["held_out"] and not rows["uppercase"]["held_out"]
-    for row in rows.values():
-        assert row["generated"][setup["source"]] == row["oracle"]  # the stand-in hands back the oracle
-        assert row["random"] == row["base"]  # a zero adapter changes nothing
+    target, given = load(setup["target"]), dict(stand_in.calls)
+    for cap, row in rows.items():  # each figure comes from the adapter it names
+        reading, control = fps[source, cap], given[f"{cap}-random"]
+        assert torch.equal(given[f"{cap}-0"].vector, reading.vector)  # the source's own reading
+        assert control.meta == reading.meta and not torch.equal(control.vector, reading.vector)
+        base, oracle = codes[cap, None], codes[cap, setup["oracles"][cap].name]
+        assert (row["base"], row["oracle"]) == (base, oracle)
+        assert row["oracle_gain"] == pytest.approx(oracle - base)
+        assert row["generated"] == {source: codes[cap, f"{cap}-0"]}
+        assert row["random"] == codes[cap, f"{cap}-random"]
+        assert row["recovery"][source] == pytest.approx((row["generated"][source] - base) / (oracle - base))
+        assert row["perplexity_generated"] == pytest.approx(perplexity(target, tmp_path / f"{cap}-0"))
+        assert row["perplexity_oracle"] == pytest.approx(perplexity(target, setup["oracles"][cap]))
         assert row["oracle_train_seconds"] > 0 and len(row["gen_seconds"]) == 2
-        assert row["perplexity_generated"] == pytest.approx(row["perplexity_oracle"])
-    for key in ("recovery_seen", "recovery_heldout", "recovery_random_control", "gen_seconds",
-                "oracle_train_seconds", "perplexity_rise"):
-        assert key in out
-    assert out["perplexity_base"] > 1 and out["targets"]["recovery_seen"] == ">= 0.8"
+    assert len(codes) == 4 * len(caps)  # base, oracle, generated and control, once each
+    assert out["perplexity_base"] == pytest.approx(perplexity(target, None))
+    seen, held = rows["uppercase"], rows["capital"]
+    assert out["recovery_seen"] == pytest.approx(seen["recovery_mean"])
+    assert out["recovery_heldout"] == pytest.approx(held["recovery_mean"])
     json.dumps(out)
 
 
@@ -167,14 +196,14 @@ def test_suite_is_registered_and_asks_for_a_generator(monkeypatch: pytest.Monkey
         bench_transfer(quick=True, target="zoo:nothing-here")
 
 
-def test_suite_wires_the_generator_api(setup: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_suite_wires_the_generator_api(setup: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import umaf.bench.transfer as transfer
     import umaf.extractor
     import umaf.generator
 
     plan = TransferPlan(setup["target"], ["uppercase"], {"uppercase": [setup["source"]]}, eval_limit=4)
     fps = transfer.read_fingerprints(plan, setup["extractor"])
-    stand_in = StandInGenerator(setup["oracles"], fps)
+    stand_in = StandInGenerator(setup["oracles"], fps, tmp_path)
     monkeypatch.setattr(umaf.generator, "default_generator", lambda target: stand_in)
     monkeypatch.setattr(umaf.generator, "generate_adapter", stand_in.generate)
     monkeypatch.setattr(umaf.extractor, "default_extractor", lambda: setup["extractor"])

@@ -115,11 +115,17 @@ def test_load_validates_contents(tmp_path: Path, tensors: dict, meta: object, me
         Fingerprint.load(path)
 
 
-def test_required_meta_matches_contract() -> None:
-    assert set(REQUIRED_META) == {
-        "model", "family", "architecture", "n_params", "n_layers", "width", "capability", "probe_hash",
-        "extractor_hash", "umaf_version",
-    }  # fmt: skip
+@pytest.mark.parametrize("key", REQUIRED_META)
+def test_every_required_key_is_needed_to_save_and_to_load(key: str, tmp_path: Path) -> None:
+    fp = make_fp()
+    del fp.meta[key]
+    with pytest.raises(UmafError, match=f"metadata lacks {key}"):
+        fp.save(tmp_path / "x.safetensors")
+    assert _only(tmp_path) == []
+    meta = {"format": "umaf-fingerprint", "umaf": json.dumps(fp.meta)}
+    path = _write_raw(tmp_path / "raw.safetensors", {"vector": fp.vector}, meta)
+    with pytest.raises(UmafError, match=f"metadata lacks {key}"):
+        Fingerprint.load(path)
 
 
 def test_check_compatible() -> None:

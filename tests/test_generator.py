@@ -148,6 +148,12 @@ def test_generation_is_deterministic_and_untrained_generator_is_a_no_op(tiny_lla
     )
     out = generate_adapter(make_fp(), fresh, tmp_path / "zero")
     assert all(float(t.abs().max()) == 0 for t in load_file(out / "adapter_model.safetensors").values())
+    torch.manual_seed(0)
+    fresh.head_b["q_proj"].weight.data.normal_()  # now it writes something: the same thing every time
+    first = load_file(generate_adapter(make_fp(), fresh, tmp_path / "a") / "adapter_model.safetensors")
+    again = load_file(generate_adapter(make_fp(), fresh, tmp_path / "b") / "adapter_model.safetensors")
+    assert any(t.abs().max() > 0 for t in first.values())
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
 
 
 # -------------------------------------------------------------------------------------------- files
@@ -368,6 +374,21 @@ def test_training_smoke_run(trained) -> None:
     assert gen.target == "tiny-llama-xs" and gen.extractor_hash
     assert _listing(output) == ["config.json", "fingerprints.safetensors", "model.safetensors"]
     assert AdapterGenerator.from_pretrained(output).training_report == json.loads(json.dumps(report))
+
+
+def test_adapters_of_two_capabilities_differ(trained, tiny_models, small_extractor, tmp_path) -> None:
+    from umaf.adapters.peft_io import delta_weights
+    from umaf.extractor import fingerprint
+
+    gen = trained[0]
+    deltas = {}
+    for cap in ("reverse", "uppercase"):  # both in its library, read from a training source
+        fp = fingerprint(tiny_models["gpt2"], cap, small_extractor, progress=False)
+        deltas[cap] = delta_weights(generate_adapter(fp, gen, tmp_path / cap, rank=2))
+    assert deltas["reverse"].keys() == deltas["uppercase"].keys()
+    for name, a in deltas["reverse"].items():
+        b = deltas["uppercase"][name]
+        assert (a - b).norm() > 0.1 * max(a.norm(), b.norm()), name  # relative Frobenius difference
 
 
 def test_training_resumes_from_the_fingerprint_cache(trained, tiny_library, monkeypatch) -> None:

@@ -155,7 +155,7 @@ def test_bad_interpolator_folders(tmp_path: Path) -> None:
         SizeInterpolator.from_pretrained(tmp_path / "bad")
 
 
-def test_default_interpolator_missing_names_the_command() -> None:
+def test_default_interpolator_missing_names_the_command(no_shipped: None) -> None:
     with pytest.raises(UmafError, match="umaf train interpolator"):
         default_interpolator()
 

@@ -73,10 +73,6 @@ def test_char_tokenizer_instances_are_independent():
 # ---------------------------------------------------------------------------------------- tiny models
 
 
-def test_fixture_covers_every_family(tiny_models):
-    assert set(tiny_models) == set(TINY_FAMILIES)
-
-
 @pytest.mark.parametrize("size", list(TINY_SIZES))
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_build_tiny_describes_itself(family, size):

@@ -113,7 +113,9 @@ def test_evaluate_without_adapter_is_refused() -> None:
         parse_pipeline(data, "t.yaml")
 
 
-def test_check_ready_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_ready_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_shipped: None
+) -> None:
     monkeypatch.setenv("UMAF_CACHE", str(tmp_path / "cache"))
     spec = parse_pipeline({**GOOD, "output": str(tmp_path / "out")}, "t.yaml")
     with pytest.raises(

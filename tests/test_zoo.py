@@ -151,7 +151,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         yield specs, entries
 
 
-def test_build_writes_models_and_metadata(built):
+def test_build_writes_models_and_metadata(built, no_shipped):
     specs, entries = built
     assert [e.name for e in entries] == [s.name for s in specs]
     for entry, spec in zip(entries, specs, strict=True):
@@ -203,8 +203,9 @@ def test_cached_fingerprints_follow_the_zoo_model(built, monkeypatch):
                             head_hidden=64)  # fmt: skip
     extractor = CapabilityExtractor(small).eval()
     calls = []
-    real = umaf.extractor.fingerprint
-    monkeypatch.setattr(umaf.extractor, "fingerprint", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = umaf.extractor.fingerprinting.fingerprint
+    monkeypatch.setattr(umaf.extractor.fingerprinting, "fingerprint",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))  # fmt: skip
     entry = next(e for e in list_zoo(quick=True) if e.name == specs[1].name)
     (first,) = model_fingerprints(entry, ["reverse"], extractor)
     (cached,) = model_fingerprints(entry, ["reverse"], extractor)

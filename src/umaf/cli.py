@@ -24,6 +24,7 @@ def _add_placement(p: argparse.ArgumentParser, dtype: bool = True) -> None:
 
 def _cmd_fingerprint(args: argparse.Namespace) -> None:
     from umaf.capabilities import get_capability
+    from umaf.competence import describe_competence
     from umaf.extractor import CapabilityExtractor, default_extractor, fingerprint
     from umaf.io import check_writable
     from umaf.models import load
@@ -32,6 +33,7 @@ def _cmd_fingerprint(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UmafError(f"--batch-size must be at least 1, got {args.batch_size}")
     capability = get_capability(args.capability)
+    capability.probe_examples(split=args.split)  # an unknown split fails before the model loads
     if args.extractor:
         extractor = CapabilityExtractor.from_pretrained(args.extractor)
     elif not args.train:
@@ -39,12 +41,15 @@ def _cmd_fingerprint(args: argparse.Namespace) -> None:
     loaded = load(args.model, allow_download=args.allow_download, dtype=args.dtype, device=args.device)
     if args.train and not args.extractor:
         extractor = default_extractor(train_missing=True)  # may train: only once the model has loaded
-    fp = fingerprint(loaded, capability, extractor, part=args.part, batch_size=args.batch_size)
+    fp = fingerprint(loaded, capability, extractor, part=args.part, split=args.split,
+                     batch_size=args.batch_size)  # fmt: skip
     fp.save(args.output, overwrite=args.overwrite)
-    print(f"wrote {args.output} ({loaded.info.name}, {capability.name})", file=sys.stderr)
+    print(f"wrote {args.output} ({loaded.info.name}, {capability.name}, {describe_competence(fp)})",
+          file=sys.stderr)  # fmt: skip
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
+    from umaf.competence import fingerprint_competence
     from umaf.fingerprint import Fingerprint, check_compatible
     from umaf.similarity import SIMILARITIES, similarity_matrix
 
@@ -53,6 +58,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     check_compatible(fps)
     matrix = similarity_matrix(args.metric, [fp.vector for fp in fps])
     labels = [f"{fp.meta['model']}:{fp.meta['capability']}" for fp in fps]
+    competence = [fingerprint_competence(fp) for fp in fps]  # None: unknown
     if args.json:
         print(
             json.dumps(
@@ -61,12 +67,13 @@ def _cmd_compare(args: argparse.Namespace) -> None:
                     "higher_is_better": metric.higher_is_better,
                     "labels": labels,
                     "matrix": matrix.tolist(),
+                    "competence": competence,
                 },
                 indent=2,
             )
         )
     else:
-        print(format_matrix(labels, matrix.tolist()))
+        print(format_matrix(labels, matrix.tolist(), {"competence": competence}))
 
 
 def _cmd_capabilities(args: argparse.Namespace) -> None:
@@ -193,13 +200,14 @@ def _cmd_train_fusion(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_lora(args: argparse.Namespace) -> None:
-    from umaf.adapters.oracles import build_library, library_dir, train_oracle
+    from umaf.adapters.oracles import OracleConfig, build_library, library_dir, train_oracle
     from umaf.capabilities import get_capability
-    from umaf.config_args import config_overrides
+    from umaf.config_args import build_config, config_overrides
 
     if not args.target or not args.capability:
         raise UmafError("train lora needs --target MODEL and --capability NAME [NAME ...]")
-    config = config_overrides(args)  # overrides of the target's defaults, checked before it loads
+    config = config_overrides(args)  # overrides of the target's defaults (default_config)
+    build_config(OracleConfig, config)  # a bad value is named by its flag before the target loads
     if len(args.capability) == 1:
         cap = args.capability[0]
         path = train_oracle(args.target, cap, config, output=args.output, overwrite=args.overwrite)
@@ -224,6 +232,7 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
+    from umaf.competence import competence_warning
     from umaf.fingerprint import Fingerprint
     from umaf.generator import AdapterGenerator, generate_adapter
     from umaf.io import check_writable
@@ -235,6 +244,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         fp, generator, args.output, rank=args.rank, overwrite=args.overwrite, target=args.target
     )
     print(f"wrote {path} (PEFT LoRA for {args.target})", file=sys.stderr)
+    warning = competence_warning(fp)
+    if warning:
+        print(f"umaf: warning: {warning}", file=sys.stderr)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -330,8 +342,9 @@ def _add_train_parsers(sub: argparse._SubParsersAction) -> None:
 
     def component(name: str, text: str, func: Handler, config: str | None = None, output: str | None = None,
                   **flag_options: object) -> argparse.ArgumentParser:  # fmt: skip
-        c = components.add_parser(name, help=text, description=f"{text}.\n\n{TRAIN_FLAGS}", config=config,
-                                  flag_options=flag_options, allow_abbrev=False,
+        about = f"{text}.\n\n{TRAIN_FLAGS}" if config else f"{text}."
+        c = components.add_parser(name, help=text, description=about, config=config,
+                                  flag_options=flag_options, allow_abbrev=False, usage="%(prog)s [options]",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         if output is not None:
             c.add_argument("--output", "-o", type=Path, help=output)
@@ -373,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", type=Path, help="extractor folder (default: yours, else the shipped one)")
     p.add_argument("--train", action="store_true", help="train the default extractor first if there is none")
     p.add_argument("--part", type=int, choices=(0, 1), help="use only one half of the probe set")
+    p.add_argument("--split", help="read this split (train, probe, eval) instead of the probe set "
+                   "(of a .jsonl file: all its examples)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--allow-download", action="store_true", help="let a Hugging Face id be downloaded")
     _add_placement(p)

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -61,7 +62,7 @@ def add_config_flags(
         text = _field_help(field.metadata, _attribute_docs(owner)[field.name])
         if path in required:
             text += " (required)"
-        elif show_defaults:
+        elif show_defaults and "default" not in text:  # some helps say what their default means
             text += f" (default: {_show(default)})"
         group.add_argument(*flags, dest=_PREFIX + path, default=argparse.SUPPRESS,
                            help=text.replace("%", "%%"), **kwargs)  # fmt: skip
@@ -106,44 +107,58 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def build_config(cls: type[C], overrides: dict[str, Any], base: C | None = None) -> C:
+def build_config(cls: type[C], overrides: dict[str, Any], base: C | None = None, prefix: str = "") -> C:
     """``cls`` with ``overrides`` (nested as :func:`config_overrides` returns them) on its defaults, or on
-    ``base``; a nested config is its default with the nested overrides. Bad values are a UmafError: from
-    the config's own checks, or its constructor's TypeError / ValueError."""
+    ``base``; a nested config is its default with the nested overrides. A bad value is a UmafError from
+    the config's own check (or its constructor's TypeError / ValueError) that names fields as flags."""
     values = {}
     for field in dataclasses.fields(cls):
         if field.name not in overrides:
             continue
         value = overrides[field.name]
-        if isinstance(value, dict) and dataclasses.is_dataclass(hint := type_of_field(cls, field.name)):
+        if isinstance(value, dict) and dataclasses.is_dataclass(hint := _type_of_field(cls, field.name)):
             inner = getattr(base, field.name) if base is not None else _default(field)
-            value = build_config(hint, value, inner)
+            value = build_config(hint, value, inner, f"{prefix}{field.name}.")
         values[field.name] = value
     try:
         return cls(**values) if base is None else dataclasses.replace(base, **values)
+    except UmafError as err:
+        raise UmafError(_as_flags(str(err), cls, prefix)) from None
     except (TypeError, ValueError) as err:
-        raise UmafError(f"bad {cls.__name__} setting: {err}") from None
+        raise UmafError(_as_flags(f"bad {cls.__name__} setting: {err}", cls, prefix)) from None
+
+
+def _as_flags(message: str, cls: type, prefix: str) -> str:
+    """``message`` with the fields of ``cls`` it names written as their flags (``batch_size`` ->
+    ``--batch-size``), so that a config's error says what to change on the command line."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if not dataclasses.is_dataclass(hints[field.name]):
+            flag = "--" + (prefix + field.name).replace("_", "-")
+            message = re.sub(rf"(?<![\w.'-]){re.escape(field.name)}(?![\w'-])", flag, message)
+    return message
 
 
 # ------------------------------------------------------------------------------------------ fields
 
 
-def type_of_field(cls: type, path: str) -> Any:
+def _type_of_field(cls: type, path: str) -> Any:
     """The resolved annotation of dotted field ``path`` of ``cls`` (the class itself for ``""``)."""
     for name in filter(None, path.split(".")):
         cls = typing.get_type_hints(cls)[name]
     return cls
 
 
-def _leaf_fields(cls: type) -> list[tuple[str, type, dataclasses.Field, Any, Any]]:
+def _leaf_fields(cls: type, base: Any = None) -> list[tuple[str, type, dataclasses.Field, Any, Any]]:
     """``(dotted path, owning class, field, annotation, default)`` of every field that is not itself a
-    config; those are flattened."""
+    config; those are flattened, their defaults read from the outer default (``base``)."""
     hints = typing.get_type_hints(cls)
     out = []
     for field in dataclasses.fields(cls):
-        hint, default = hints[field.name], _default(field)
+        hint = hints[field.name]
+        default = getattr(base, field.name) if base is not None else _default(field)
         if dataclasses.is_dataclass(hint):
-            out += [(f"{field.name}.{path}", *rest) for path, *rest in _leaf_fields(hint)]
+            out += [(f"{field.name}.{path}", *rest) for path, *rest in _leaf_fields(hint, default)]
         else:
             out.append((field.name, cls, field, hint, default))
     return out
@@ -170,10 +185,21 @@ def _argparse_kwargs(hint: Any, where: str) -> dict[str, Any]:
     if hint is bool and not optional:
         return {"action": argparse.BooleanOptionalAction}
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str):
-        return {"nargs": "+", "type": _parser(args[0], optional), "metavar": args[0].__name__.upper()}
+        return {"nargs": "+", "type": _parser(args[0], optional), "metavar": args[0].__name__.upper(),
+                "action": _TupleAction}
     if hint in (int, float, str):
         return {"type": _parser(hint, optional), "metavar": hint.__name__.upper()}
     raise TypeError(f"{where}: no flag for a field of type {hint}")
+
+
+class _TupleAction(argparse.Action):
+    """Store a flag's values as a tuple (as the config field is typed); ``none`` alone stands for None."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        if None in values and len(values) > 1:
+            parser.error(f"argument {option_string}: 'none' cannot be combined with values")
+        setattr(namespace, self.dest, None if None in values else tuple(values))
 
 
 def _parser(kind: type, optional: bool) -> Callable[[str], Any]:

@@ -25,7 +25,8 @@ from umaf.io import atomic_path
 
 FORMAT = "umaf-fingerprint"
 
-#: Metadata every fingerprint carries (extra keys, e.g. ``competence``, are allowed).
+#: Metadata every fingerprint carries (extra keys are allowed; ``competence``, when present, is a number in
+#: [0, 1] or None for unknown: see :mod:`umaf.competence`).
 REQUIRED_META: tuple[str, ...] = (
     "model",
     "family",
@@ -76,6 +77,10 @@ class Fingerprint:
         missing = [key for key in REQUIRED_META if key not in self.meta]
         if missing:
             raise UmafError(f"{source}: metadata lacks {', '.join(missing)}")
+        competence = self.meta.get("competence")
+        number = isinstance(competence, int | float) and not isinstance(competence, bool)
+        if competence is not None and not (number and 0.0 <= competence <= 1.0):
+            raise UmafError(f"{source}: competence must be a number in [0, 1] or null, got {competence!r}")
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the fingerprint to ``path`` atomically (no file is left behind on failure)."""

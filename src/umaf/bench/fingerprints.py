@@ -1,12 +1,16 @@
 """Fingerprint suite: cross-architecture retrieval (M1), competence (M2) and capture cost (M6).
 
 Every source model is read on two disjoint halves of each capability's probe split: part 0 makes the
-queries, part 1 the gallery, so retrieval can never succeed by matching identical inputs.
+queries, part 1 the gallery, so retrieval can never succeed by matching identical inputs. The competence
+of a (source, capability) pair is the mean of what the two half fingerprints record
+(:func:`umaf.competence.measure_competence` on the probe examples); M2 sets it against accuracy measured
+on the eval split with the same plain prompts, and against the extractor's competence head as a baseline.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +25,7 @@ from tqdm.auto import tqdm
 from umaf.bench.registry import SUITES
 from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
 from umaf.capture import capture_activations
+from umaf.competence import has_lm_head, measure_competence
 from umaf.errors import UmafError
 from umaf.extractor import CapabilityExtractor, default_extractor
 from umaf.extractor.fingerprinting import capture_channels, model_features
@@ -29,6 +34,10 @@ from umaf.models import LoadedModel, load
 from umaf.similarity import SIMILARITIES
 
 REAL_MODELS = ("minilm", "smollm2")
+#: ``Source.family`` of the embedded real models (zoo sources carry their model family).
+REAL = "real"
+#: Eval examples per capability on which a real model's accuracy is measured in a quick run (all otherwise).
+QUICK_EVAL_LIMIT = 32
 TARGETS = {
     "m1_top1_heldout_family": ">= 0.95",
     "m1_top1_heldout_capability": ">= 0.90",
@@ -42,16 +51,19 @@ TARGETS = {
 
 @dataclass
 class Reading:
-    """What one (source, capability, part) gives: the fingerprint, competence and raw last-layer set."""
+    """What one (source, capability, part) gives: the fingerprint, its competence, the raw last-layer set
+    and the extractor head's score (the M2 baseline)."""
 
     fingerprint: Tensor  # [512]
-    competence: float
+    competence: float | None  # as fingerprint(part=...) records it; None: the model offers no signal
     last_layer: Tensor  # [probes, width]
+    head: float = math.nan
 
 
 @dataclass
 class Source:
-    """A model read by the benchmark, with its zoo record when it has one."""
+    """A model read by the benchmark, with its zoo record when it has one; ``accuracy`` is on the eval
+    split with plain prompts (as the fingerprint reads), measured here for real models with an LM head."""
 
     name: str
     family: str
@@ -63,15 +75,21 @@ class Source:
 def read_source(
     loaded: LoadedModel, capabilities: Sequence[str], extractor: CapabilityExtractor
 ) -> dict[tuple[str, int], Reading]:
-    """Read every capability on both probe halves; one capture serves the fingerprint and the baselines."""
+    """Read every capability on both probe halves; one capture serves the fingerprint and the baselines,
+    and the competence is measured on the same examples, as :func:`umaf.extractor.fingerprint` does."""
     readings = {}
+    device = next(extractor.parameters()).device
     for name in capabilities:
         cap = get_capability(name)
         for part in (0, 1):
-            processed = model_features(loaded, cap.probe_texts(part=part), extractor.config, progress=False)
+            examples = cap.probe_examples(part=part)
+            texts = [ex.text() for ex in examples]
+            processed = model_features(loaded, texts, extractor.config, progress=False)
             vector = extractor.encode(processed.features)  # [512]
-            competence = float(extractor.competence(vector[None])[0].detach())
-            readings[name, part] = Reading(vector, competence, processed.activations[-1])
+            with torch.no_grad():
+                head = float(extractor.competence(vector[None].to(device))[0])
+            competence = measure_competence(loaded, cap, examples, limit=None).score
+            readings[name, part] = Reading(vector, competence, processed.activations[-1], head)
     return readings
 
 
@@ -146,8 +164,9 @@ def _sources(quick: bool) -> list[Source]:
     from umaf.zoo import build_zoo
 
     zoo = build_zoo(quick=quick)
-    sources = [Source(f"zoo:{e.name}", e.family, e.size, tuple(e.trained), dict(e.accuracy)) for e in zoo]
-    return sources + [Source(name, "real") for name in REAL_MODELS]
+    sources = [Source(f"zoo:{e.name}", e.family, e.size, tuple(e.trained),
+                      dict(e.meta.get("accuracy_untagged") or e.accuracy)) for e in zoo]  # fmt: skip
+    return sources + [Source(name, REAL) for name in REAL_MODELS]
 
 
 def bench_capabilities(quick: bool) -> list[str]:
@@ -169,6 +188,10 @@ def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
         loaded = load(src.name)
         families[src.name] = loaded.info.family
         readings[src.name] = read_source(loaded, caps, extractor)
+        if src.family == REAL and has_lm_head(loaded.model):  # zoo accuracies come with the zoo
+            from umaf.answers import evaluate
+
+            src.accuracy = evaluate(loaded, caps, split="eval", limit=QUICK_EVAL_LIMIT if quick else None)
         del loaded
     held_fam = [s.name for s in sources if is_held_out_model_family(families[s.name])]
     seen_fam = [s.name for s in sources if not is_held_out_model_family(families[s.name])]
@@ -191,25 +214,73 @@ def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
     return out, sources, readings
 
 
-def measure_competence(sources: Sequence[Source], readings: dict) -> dict[str, float]:
-    """M2 on (zoo model, capability) pairs the competence head never trained on, and on the seen ones."""
-    unseen, seen = [], []
+@dataclass(frozen=True)
+class CompetencePair:
+    """One (source, capability) pair of M2: its measured competence, the head's score and the accuracy."""
+
+    source: Source
+    capability: str
+    competence: float
+    head: float
+    accuracy: float
+
+    @property
+    def group(self) -> str:
+        """Family and size: AUC compares trained and untrained models only within one group."""
+        return f"{self.source.family}-{self.source.size}"
+
+
+def competence_pairs(sources: Sequence[Source], readings: dict) -> list[CompetencePair]:
+    """Every (source, capability) pair with a measured accuracy and a competence on both probe halves. A
+    model without an LM head has no accuracy to compare (it cannot answer), so it is never among them; its
+    decodability scores are reported in ``m2_real_competence``."""
+    pairs = []
     for src in sources:
-        if not src.accuracy:
-            continue
         for cap, acc in src.accuracy.items():
-            if (cap, 0) not in readings[src.name]:
+            halves = [readings[src.name].get((cap, part)) for part in (0, 1)]
+            if any(h is None or h.competence is None for h in halves) or math.isnan(acc):
                 continue
-            score = readings[src.name][cap, 0].competence
-            row = (f"{src.family}-{src.size}", cap, score, cap in src.trained, acc)
-            held = is_held_out(cap) or is_held_out_model_family(src.family)
-            (unseen if held else seen).append(row)
+            pairs.append(CompetencePair(src, cap, statistics.mean(h.competence for h in halves),
+                                        statistics.mean(h.head for h in halves), acc))  # fmt: skip
+    return pairs
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho; NaN with fewer than three pairs or a constant side (no ranking to compare)."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def competence_metrics(sources: Sequence[Source], readings: dict) -> dict[str, Any]:
+    """M2: Spearman of competence vs eval accuracy over zoo models (trained and not trained on each
+    capability) and real models with a score; AUC of trained vs untrained zoo models of one family and
+    size; the same for the extractor's competence head (``m2_head_*``, the baseline); and every real
+    model's competence per capability (None where it offers no signal)."""
+    pairs = competence_pairs(sources, readings)
+    zoo = [p for p in pairs if p.source.family != REAL]
+    out: dict[str, Any] = {
+        "m2_spearman": _spearman([p.competence for p in pairs], [p.accuracy for p in pairs]),
+        "m2_spearman_zoo": _spearman([p.competence for p in zoo], [p.accuracy for p in zoo]),
+        "m2_auc": within_group_auc([(p.group, p.capability, p.competence, p.capability in p.source.trained)
+                                    for p in zoo]),  # fmt: skip
+        "m2_head_spearman": _spearman([p.head for p in pairs], [p.accuracy for p in pairs]),
+        "m2_head_auc": within_group_auc([(p.group, p.capability, p.head, p.capability in p.source.trained)
+                                         for p in zoo]),  # fmt: skip
+        "m2_pairs": len(pairs),
+        "m2_pairs_real": len(pairs) - len(zoo),
+    }
+    real = [s.name for s in sources if s.family == REAL and s.name in readings]
+    out["m2_real_competence"] = {name: _competence_by_capability(readings[name]) for name in real}
+    return out
+
+
+def _competence_by_capability(readings: dict[tuple[str, int], Reading]) -> dict[str, float | None]:
+    """Mean competence of the two probe halves per capability (None where the model offers no signal)."""
     out = {}
-    for tag, rows in (("", unseen), ("_seen", seen)):
-        scores, accs = [r[2] for r in rows], [r[4] for r in rows]
-        out[f"m2_spearman{tag}"] = float(spearmanr(scores, accs).statistic) if len(rows) > 2 else float("nan")
-        out[f"m2_auc{tag}"] = within_group_auc([r[:4] for r in rows])
-        out[f"m2_pairs{tag}"] = len(rows)
+    for cap in dict.fromkeys(c for c, _ in readings):
+        scores = [readings[cap, part].competence for part in (0, 1)]
+        out[cap] = None if None in scores else statistics.mean(scores)
     return out
 
 
@@ -222,8 +293,11 @@ def _median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def overhead_ratio(loaded: LoadedModel, extractor: CapabilityExtractor, texts: list[str]) -> float:
-    """Extractor time (processor + network) over capture time (probes + anchors) on one model."""
+def overhead_ratios(loaded: LoadedModel, extractor: CapabilityExtractor, capability: str) -> dict[str, float]:
+    """Extractor time (processor + network) and competence time (:func:`umaf.competence.measure_competence`),
+    each over capture time (probes + anchors), on one model and the probe split of ``capability``."""
+    cap = get_capability(capability)
+    texts = cap.probe_texts()
     cfg = extractor.config
     layers, weights = layer_plan(loaded.info.n_layers, cfg.depth_bins)
     anchors = anchor_texts(cfg.n_anchors)
@@ -238,15 +312,18 @@ def overhead_ratio(loaded: LoadedModel, extractor: CapabilityExtractor, texts: l
         return extractor.encode(process(probe_acts[0], anchor_acts[0], weights, cfg, *prompts).features)
 
     capture_s = _median_seconds(lambda: (capture(texts), capture(anchors)))
-    return _median_seconds(extract) / capture_s
+    competence_s = _median_seconds(lambda: measure_competence(loaded, cap, limit=None))
+    return {"extract": _median_seconds(extract) / capture_s, "competence": competence_s / capture_s}
 
 
 def measure_overhead(extractor: CapabilityExtractor) -> dict[str, float]:
-    """:func:`overhead_ratio` for each embedded model; the headline is the worst of them."""
-    texts = get_capability("sentiment").probe_texts()
-    ratios = {name: overhead_ratio(load(name), extractor, texts) for name in REAL_MODELS}
-    per_model = {f"extract_overhead_{k}": v for k, v in ratios.items()}
-    return {"extract_overhead": max(ratios.values()), **per_model}
+    """:func:`overhead_ratios` for each embedded model; each headline is the worst of them."""
+    ratios = {name: overhead_ratios(load(name), extractor, "sentiment") for name in REAL_MODELS}
+    out = {}
+    for kind in ("extract", "competence"):
+        per_model = {f"{kind}_overhead_{name}": r[kind] for name, r in ratios.items()}
+        out |= {f"{kind}_overhead": max(per_model.values()), **per_model}
+    return out
 
 
 def measure_capture_speed(quick: bool) -> dict[str, float]:
@@ -283,7 +360,7 @@ def measure_capture_speed(quick: bool) -> dict[str, float]:
 def bench_fingerprints(quick: bool) -> dict[str, Any]:
     """M1 retrieval, M2 competence, extractor overhead and capture speed, all measured in this run."""
     results, sources, readings = measure_retrieval(quick)
-    results.update(measure_competence(sources, readings))
+    results.update(competence_metrics(sources, readings))
     results.update(measure_overhead(default_extractor()))
     results.update(measure_capture_speed(quick))
     results["targets"] = TARGETS

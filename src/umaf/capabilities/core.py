@@ -93,13 +93,19 @@ class Capability:
     seed: str = ""  # what seeds generation and the split; the name when empty
 
     @cached_property
-    def _splits(self) -> dict[str, tuple[Example, ...]]:
+    def _pool(self) -> tuple[Example, ...]:
+        """Every distinct example, in the seeded order the splits are cut from."""
         seed = self.seed or self.name
         pool = _unique(self.source(random.Random(stable_seed("generate", seed))))
         if len(pool) < MIN_INPUTS:
             raise UmafError(f"capability {self.name!r} has {len(pool)} distinct inputs; need {MIN_INPUTS}")
         pool.sort(key=lambda ex: ex.input)
         random.Random(stable_seed("split", seed)).shuffle(pool)
+        return tuple(pool)
+
+    @cached_property
+    def _splits(self) -> dict[str, tuple[Example, ...]]:
+        pool = self._pool
         probe, evals, train = split_sizes(len(pool))
         return {
             "probe": tuple(pool[:probe]),
@@ -113,24 +119,35 @@ class Capability:
             raise UmafError(f"unknown split {which!r}; choose from: {', '.join(SPLITS)}")
         return list(self._splits[which])
 
-    def probe_texts(self, part: int | None = None, n: int | None = None) -> list[str]:
-        """Full texts of the probe split; ``part`` 0 or 1 picks one of two equal disjoint halves
-        (query vs gallery); ``n`` keeps at most the first ``n``."""
-        texts = [ex.text() for ex in self._splits["probe"]]
+    def probe_examples(self, part: int | None = None, n: int | None = None,
+                       split: str | None = None) -> list[Example]:
+        """The examples a fingerprint reads: ``split`` when one is asked for, else the probe split of a
+        built-in, and every example of a user's JSONL file (kind ``custom``: it is all the user has).
+        ``part`` 0 or 1 picks one of two equal disjoint halves (query vs gallery); ``n`` keeps at most
+        the first ``n``."""
+        if split is not None:
+            examples = self.split(split)
+        else:
+            examples = list(self._pool if self.kind == "custom" else self._splits["probe"])
         if part is not None:
             if part not in (0, 1):
                 raise UmafError(f"probe part must be 0 or 1, got {part!r}")
-            half = len(texts) // 2
-            texts = texts[part * half : (part + 1) * half]
+            half = len(examples) // 2
+            examples = examples[part * half : (part + 1) * half]
         if n is not None:
             if n < 1:
                 raise UmafError(f"number of probe texts must be at least 1, got {n}")
-            texts = texts[:n]
-        return texts
+            examples = examples[:n]
+        return examples
 
-    def probe_hash(self) -> str:
+    def probe_texts(self, part: int | None = None, n: int | None = None,
+                    split: str | None = None) -> list[str]:
+        """Full texts (prompt then target) of :meth:`probe_examples`."""
+        return [ex.text() for ex in self.probe_examples(part, n, split)]
+
+    def probe_hash(self, split: str | None = None) -> str:
         """First 16 hex digits of the SHA-256 of the probe texts: names the exact probe set."""
-        return hashlib.sha256("\n".join(self.probe_texts()).encode("utf-8")).hexdigest()[:16]
+        return hashlib.sha256("\n".join(self.probe_texts(split=split)).encode("utf-8")).hexdigest()[:16]
 
     def accuracy(self, predictions: Sequence[str], examples: Sequence[Example]) -> float:
         """Fraction of ``predictions`` equal to the examples' outputs after stripping whitespace."""

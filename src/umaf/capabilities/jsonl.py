@@ -73,7 +73,9 @@ def load_jsonl(path: str | os.PathLike) -> Capability:
     """A ``custom`` capability from a JSONL file of ``{"input": ..., "output": ...}`` lines.
 
     The split is a shuffle seeded by the file's content (its distinct pairs), so the same examples
-    always split the same way, whatever their order in the file.
+    always split the same way, whatever their order in the file. A user's file is fingerprinted on all
+    its examples unless a split is asked for (:meth:`Capability.probe_examples`): the splits serve
+    training and evaluation.
     """
     path = Path(path)
     pairs = _read_jsonl(path)

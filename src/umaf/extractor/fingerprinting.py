@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
-import torch
 from torch import Tensor, nn
 
 import umaf
@@ -83,33 +82,41 @@ def fingerprint(
     *,
     part: int | None = None,
     n_probes: int | None = None,
+    split: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> Fingerprint:
-    """Fingerprint ``capability`` as read from ``loaded``.
+    """Fingerprint ``capability`` as read from ``loaded``, with its competence measured on the same examples.
 
-    ``part`` 0 / 1 uses one of the two disjoint halves of the probe set (query vs gallery);
-    ``n_probes`` caps the number of probes; ``extractor=None`` uses :func:`default_extractor`.
+    The examples are :meth:`~umaf.capabilities.Capability.probe_examples`: the probe split of a built-in,
+    all of a user's JSONL file, or ``split`` when given. ``part`` 0 / 1 uses one of their two disjoint
+    halves (query vs gallery); ``n_probes`` caps their number; ``extractor=None`` uses
+    :func:`default_extractor`. ``competence``, ``competence_method`` and ``answer_likelihood`` in the
+    metadata come from :func:`umaf.competence.measure_competence`.
     """
+    from umaf.competence import measure_competence
+
     cap = get_capability(capability) if isinstance(capability, str) else capability
     extractor = extractor if extractor is not None else default_extractor()
-    texts = cap.probe_texts(part=part, n=n_probes)
+    examples = cap.probe_examples(part=part, n=n_probes, split=split)
+    texts = [ex.text() for ex in examples]
     processed = model_features(loaded, texts, extractor.config, batch_size=batch_size, progress=progress)
     vector = extractor.encode(processed.features)  # [fp_dim]
-    with torch.no_grad():
-        competence = extractor.competence(vector[None].to(next(extractor.parameters()).device))
+    competence = measure_competence(loaded, cap, examples, limit=None, batch_size=batch_size)
     info = loaded.info.to_dict()
     meta = {
         "model": info.pop("name"),
         **info,
         "capability": cap.name,
-        "probe_hash": cap.probe_hash(),
+        "probe_hash": cap.probe_hash(split),
         "probe_part": part,
         "n_probes": len(texts),
         "extractor_hash": extractor.extractor_hash,
-        "competence": round(float(competence[0]), 6),
+        **competence.to_meta(),
         "umaf_version": umaf.__version__,
     }
+    if split is not None:
+        meta["probe_split"] = split
     return Fingerprint(vector, processed.layer_profile, meta)
 
 

@@ -4,7 +4,8 @@ Each probe is one token (its ``[depth_bins * channels * anchors]`` relative feat
 embedded); a learned CLS token joins them; a pre-norm transformer encoder mixes them (no positional
 encoding: a probe set is a set, so the fingerprint does not depend on probe order); a 2-layer MLP on the
 CLS output gives the fingerprint, L2-normalised. A linear competence head maps a fingerprint to a score
-in [0, 1].
+in [0, 1]; it is only a training auxiliary (fingerprints record the competence that
+:mod:`umaf.competence` reads from the model itself).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ class CapabilityExtractor(TrainedComponent):
         return nn.functional.normalize(self.head(x[:, 0]), dim=-1)  # [B, fp_dim]
 
     def competence(self, fingerprints: Tensor) -> Tensor:
-        """Competence score in [0, 1] for ``fingerprints [B, fp_dim]`` -> ``[B]``."""
+        """Head score in [0, 1] for ``fingerprints [B, fp_dim]`` -> ``[B]``.
+
+        Only a training auxiliary: probe texts contain the answers, so the fingerprint cannot tell whether
+        the model can do the task. A fingerprint's ``competence`` comes from :mod:`umaf.competence`.
+        """
         return torch.sigmoid(self.competence_head(fingerprints)).squeeze(-1)
 
     @torch.no_grad()

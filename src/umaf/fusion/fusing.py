@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 import umaf
+from umaf.competence import fingerprint_competence
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint, check_compatible
 from umaf.fusion.gate import FusionGate, default_gate
@@ -130,7 +131,8 @@ def _common(values: Sequence[Any], mixed: str = "mixed") -> Any:
 
 
 def fused_meta(fps: Sequence[Fingerprint], weights: Sequence[float], mode: str) -> dict[str, Any]:
-    """Metadata of a fused fingerprint: every required key, plus ``sources`` and ``fusion_mode``.
+    """Metadata of a fused fingerprint: every required key, plus ``sources`` (each with its measured
+    competence, None when unknown) and ``fusion_mode``.
 
     Model scale is the weight-averaged scale of the sources (geometric mean for parameter counts), so
     the fused fingerprint can still be interpolated to a target size.
@@ -157,7 +159,8 @@ def fused_meta(fps: Sequence[Fingerprint], weights: Sequence[float], mode: str) 
         "umaf_version": umaf.__version__,
         "fusion_mode": mode,
         "sources": [
-            {"model": m["model"], "family": m["family"], "capability": m["capability"], "weight": float(x)}
+            {"model": m["model"], "family": m["family"], "capability": m["capability"], "weight": float(x),
+             "competence": fingerprint_competence(m)}
             for m, x in zip(metas, weights, strict=True)
         ],
     }

@@ -36,14 +36,13 @@ def fp_file(*parts: str) -> str:
 def fingerprint_all(
     spec: PipelineSpec, extractor: Any, folder: Path, keep: str | None = None
 ) -> tuple[Fingerprints, Any]:
-    """Fingerprint every (model, capability) of ``spec``, loading each model once (on ``spec.device`` in
-    ``spec.dtype``); save them in ``folder``.
+    """Fingerprint every (model, capability) of ``spec`` (on ``spec.device`` in ``spec.dtype``), from the
+    fingerprint cache where it holds them (:mod:`umaf.extractor.cache`); save them in ``folder``.
 
-    Returns the fingerprints and the loaded model named ``keep`` (the target, when it is also a source),
-    so that it is not loaded twice.
+    Returns the fingerprints and the loaded model named ``keep`` (the target, when it is also a source,
+    and it had to be loaded), so that it is not loaded twice.
     """
-    from umaf.extractor import fingerprint
-    from umaf.models import load
+    from umaf.extractor.cache import cached_fingerprints
 
     by_model: dict[str, list[str]] = {}
     for ref in spec.fingerprints:
@@ -52,13 +51,12 @@ def fingerprint_all(
     kept = None
     bar = tqdm(total=len(spec.fingerprints), desc="fingerprints", unit="fp")
     for model, caps in by_model.items():
-        loaded = load(model, dtype=spec.dtype, device=spec.device)
-        for cap in caps:
-            bar.set_postfix_str(f"{model}:{cap}")
-            fp = fingerprint(loaded, cap, extractor, progress=False)
+        bar.set_postfix_str(model)
+        found, loaded = cached_fingerprints(model, caps, extractor, dtype=spec.dtype, device=spec.device)
+        for cap, fp in zip(caps, found, strict=True):
             fp.save(folder / fp_file(model, cap))
             fps[model, cap] = fp
-            bar.update()
+        bar.update(len(caps))
         if model == keep:
             kept = loaded
     bar.close()

@@ -12,12 +12,14 @@ from typing import Any
 import torch
 
 from umaf import __version__
+from umaf.competence import COMPETENT, fingerprint_competence
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint, check_compatible
 from umaf.io import atomic_path, check_writable
 from umaf.report.charts import (
     bench_metrics_figure,
     bench_table_figure,
+    competence_figure,
     fusion_figure,
     heatmap_figure,
     map_figure,
@@ -27,6 +29,7 @@ from umaf.report.charts import (
 from umaf.report.data import (
     Bench,
     Styles,
+    competence_grid,
     fp_family,
     fp_label,
     fusion_sources,
@@ -71,6 +74,7 @@ def write_report(
     check_writable(output, overwrite)
     styles = Styles.for_fingerprints(fps)
     sections = [_similarity_section(fps, similarity, styles), _map_section(fps, styles)]
+    sections += [s for s in (_competence_section(fps, styles),) if s]
     sections += [s for s in (_profiles_section(fps, styles), _fusion_section(fps, styles)) if s]
     sections += [s for s in (_bench_section(benches),) if s]
     sections.append(_fingerprint_section(fps, styles))
@@ -141,6 +145,20 @@ def _map_section(fps: list[Fingerprint], styles: Styles) -> Section:
     chart = _chart("map", caption, lambda: map_figure(coords, explained, fps, styles))
     how = "Where the fingerprints sit relative to one another, flattened to two dimensions."
     return Section("map", "Fingerprint map", how, [chart])
+
+
+def _competence_section(fps: list[Fingerprint], styles: Styles) -> Section | None:
+    grid = competence_grid(fps)
+    if grid is None:
+        return None
+    caption = (f"How well each model <i>does</i> each capability, read from the model itself (see "
+               f"<code>umaf.competence</code>): 1 = it answers every probe example right, 0 = none (or "
+               f"no better than guessing the commonest answer). The line on the colour bar marks "
+               f"{COMPETENT}, from which a source counts as having the capability; <b>?</b> = read but not "
+               "measurable (no LM head and open answers), blank = not in this report.")  # fmt: skip
+    chart = _chart("competence", caption, lambda: competence_figure(grid, styles))
+    how = "The fingerprint's vector says <i>what</i> capability; its competence says <i>how well</i>."
+    return Section("competence", "Competence", how, [chart])
 
 
 def _profiles_section(fps: list[Fingerprint], styles: Styles) -> Section | None:
@@ -231,9 +249,10 @@ def _fingerprint_section(fps: list[Fingerprint], styles: Styles) -> Section:
         cells = [fp.model, fp_family(fp), human_count(m.get("n_params")), m.get("n_layers"), m.get("width")]
         rows.append([escape(str(c)) for c in cells] + [
             swatch(styles.capability_colour[fp.capability], fp.capability),
+            number(score) if (score := fingerprint_competence(fp)) is not None else "unknown",
             f"<code>{escape(str(m.get('extractor_hash')))}</code>",
         ])  # fmt: skip
-    headers = ["model", "family", "params", "layers", "width", "capability", "extractor"]
+    headers = ["model", "family", "params", "layers", "width", "capability", "competence", "extractor"]
     how = "Every fingerprint in this report, with the model it was read from."
     numeric = [False, False, True, True, True]
     return Section("fingerprints", "Fingerprints", how, [table(headers, rows, numeric)])
@@ -246,6 +265,8 @@ def _header(fps: list[Fingerprint], benches: list[Bench], metric: Similarity) ->
     parts = [f"how similar they are ({escape(metric.name)})", "where they sit on a 2-D map"]
     if any(fp.layer_profile is not None for fp in fps):
         parts.append("where in each model the capability lives")
+    if competence_grid(fps) is not None:
+        parts.append("how well each model does each capability")
     if any(fusion_sources(fp) is not None for fp in fps):
         parts.append("how fused fingerprints weigh their sources")
     if benches:

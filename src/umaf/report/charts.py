@@ -17,7 +17,7 @@ from torch import Tensor
 
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.report.data import Bench, Metric, Styles, Table, fp_family, fp_label
+from umaf.report.data import Bench, CompetenceGrid, Metric, Styles, Table, fp_family, fp_label
 from umaf.similarity import Similarity
 
 if TYPE_CHECKING:
@@ -110,6 +110,39 @@ def heatmap_figure(matrix: Tensor, fps: Sequence[Fingerprint], metric: Similarit
     better = "higher" if metric.higher_is_better else "lower"
     fig.colorbar(im, ax=ax, shrink=0.75, label=f"{metric.name} ({better} = more alike)")
     ax.set_title(f"Fingerprint similarity ({metric.name})")
+    return fig
+
+
+def competence_figure(grid: CompetenceGrid, styles: Styles) -> Figure:
+    """Model x capability competence on a fixed [0, 1] scale; ``?`` = read but unknown, blank = not read.
+    The colour bar marks :data:`umaf.competence.COMPETENT`."""
+    import numpy as np
+
+    from umaf.competence import COMPETENT
+
+    n_models, n_caps = grid.values.shape
+    fig = _figure(min(max(4.8, 0.5 * n_caps + 3.4), 16.0), min(max(2.4, 0.36 * n_models + 1.8), 14.0))
+    ax = fig.add_subplot()
+    values = np.ma.masked_invalid(grid.values.numpy())
+    cmap = _matplotlib().colormaps["viridis"].with_extremes(bad="#f0f2f5")
+    im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(n_caps), grid.capabilities, rotation=55, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n_models), grid.models)
+    for tick, cap in zip(ax.get_xticklabels(), grid.capabilities, strict=True):
+        tick.set_color(styles.capability_colour.get(cap, INK))
+    if n_models * n_caps <= 400:  # beyond that the numbers are unreadable
+        for i in range(n_models):
+            for j in range(n_caps):
+                value = float(grid.values[i, j])
+                if not math.isnan(value):
+                    colour = "white" if value < 0.55 else INK
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+                elif grid.read[i, j]:
+                    ax.text(j, i, "?", ha="center", va="center", fontsize=8, color=MUTED)
+    ax.spines[:].set_visible(False)
+    bar = fig.colorbar(im, ax=ax, shrink=0.85, label="competence (0 = cannot, 1 = always right)")
+    bar.ax.axhline(COMPETENT, color=INK, linewidth=1.5)
+    ax.set_title("Competence per model and capability")
     return fig
 
 

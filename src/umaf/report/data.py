@@ -105,6 +105,39 @@ def fusion_sources(fp: Fingerprint) -> list[dict[str, Any]] | None:
     return sources
 
 
+@dataclass(frozen=True)
+class CompetenceGrid:
+    """Measured competence of each model (rows) on each capability (columns); NaN where unknown or unread."""
+
+    models: list[str]
+    capabilities: list[str]
+    values: Tensor  # [models, capabilities]
+    read: Tensor  # [models, capabilities] bool: some fingerprint of this pair is in the report
+
+
+def competence_grid(fps: Sequence[Fingerprint]) -> CompetenceGrid | None:
+    """The model x capability competence of the plain (not fused) fingerprints, averaged over several
+    readings of one pair; None unless at least one competence is known."""
+    from umaf.competence import fingerprint_competence
+
+    plain = [fp for fp in fps if fp.meta.get("sources") is None]
+    scores = {(fp.model, fp.capability): fingerprint_competence(fp) for fp in plain}
+    if all(v is None for v in scores.values()):
+        return None
+    models = sorted({fp.model for fp in plain})
+    caps = sorted({fp.capability for fp in plain})
+    values = torch.full((len(models), len(caps)), math.nan)
+    read = torch.zeros(len(models), len(caps), dtype=torch.bool)
+    for i, model in enumerate(models):
+        for j, cap in enumerate(caps):
+            known = [s for fp in plain if (fp.model, fp.capability) == (model, cap)
+                     if (s := fingerprint_competence(fp)) is not None]  # fmt: skip
+            read[i, j] = (model, cap) in scores
+            if known:
+                values[i, j] = sum(known) / len(known)
+    return CompetenceGrid(models, caps, values, read)
+
+
 def human_count(n: Any) -> str:
     """``134515008 -> "134.5 M"``; anything that is not a number is shown as it is."""
     if not _is_number(n):

@@ -1,11 +1,9 @@
 """Fingerprints of zoo models, cached on disk: what the size interpolator, the fusion gate and the
 benchmarks learn from and measure with.
 
-Each (zoo model, capability) fingerprint made with one extractor is stored as a fingerprint file under
-``cache_dir()/interpolator/fingerprints/<extractor_hash>/<model>/<capability>.safetensors`` (the
-folder name is historical: the interpolator was its first user), stamped with the model's
-:func:`umaf.models.weights_stamp`, and reused while the zoo model is unchanged, so a second run only
-loads files and a rebuilt model is read again.
+Each (zoo model, capability) fingerprint comes from the fingerprint cache of
+:mod:`umaf.extractor.cache`, reused while the zoo model is unchanged, so a second run only loads files
+and a rebuilt model is read again.
 """
 
 from __future__ import annotations
@@ -13,15 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from umaf.capabilities import get_capability
-from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.io import is_trained, slug
 
 
 @dataclass(frozen=True)
@@ -42,42 +36,14 @@ class ZooFingerprint:
         return self.fingerprint.capability
 
 
-def fingerprint_cache(extractor_hash: str) -> Path:
-    """Folder of cached zoo fingerprints made by the extractor with this hash."""
-    return cache_dir() / "interpolator" / "fingerprints" / slug(extractor_hash)
-
-
-def _read_cached(path: Path, probe_hash: str, stamp: str) -> Fingerprint | None:
-    """The cached fingerprint if it is there, for these probes, and read from the model's present weights
-    (``weights_stamp`` in its metadata, :func:`umaf.models.weights_stamp`)."""
-    try:
-        fp = Fingerprint.load(path)
-    except (OSError, UmafError):
-        return None
-    return fp if fp.meta.get("probe_hash") == probe_hash and fp.meta.get("weights_stamp") == stamp else None
-
-
 def model_fingerprints(
     entry, capabilities: Sequence[str], extractor, progress: bool = False
 ) -> list[Fingerprint]:
-    """Fingerprints of one zoo model (a ``ZooEntry``) on ``capabilities``; computes only what is missing
-    (with the model in float32, whatever the :func:`umaf.models.load_defaults`, as they are cached)."""
-    from umaf.extractor import fingerprint
-    from umaf.models import load, weights_stamp
+    """Fingerprints of one zoo model (a ``ZooEntry``) on ``capabilities``, from the fingerprint cache
+    (:mod:`umaf.extractor.cache`; the model in float32, whatever the :func:`umaf.models.load_defaults`)."""
+    from umaf.extractor.cache import cached_fingerprints
 
-    caps = [get_capability(c) for c in capabilities]
-    folder = fingerprint_cache(extractor.extractor_hash) / slug(entry.name)
-    stamp = weights_stamp(entry.model_id)  # a rebuilt model changes it: its fingerprints are read again
-    found = [_read_cached(folder / f"{slug(c.name)}.safetensors", c.probe_hash(), stamp) for c in caps]
-    missing = [i for i, fp in enumerate(found) if fp is None]
-    if missing:
-        loaded = load(entry.model_id, dtype="float32")
-        for i in tqdm(missing, desc=f"fingerprints {entry.name}", disable=not progress, leave=False):
-            fp = fingerprint(loaded, caps[i], extractor, progress=False)
-            fp.meta["weights_stamp"] = stamp
-            fp.save(folder / f"{slug(caps[i].name)}.safetensors", overwrite=True)
-            found[i] = fp
-    return [fp for fp in found if fp is not None]
+    return cached_fingerprints(entry.model_id, capabilities, extractor, progress=progress)[0]
 
 
 def zoo_fingerprints(
@@ -105,13 +71,9 @@ def zoo_fingerprints(
 
 
 def require_default_extractor():
-    """The trained default extractor; a UmafError naming the command to train it if it is missing."""
-    from umaf.extractor import default_extractor, default_extractor_dir
+    """The default extractor (a UmafError naming the command that builds it if there is none)."""
+    from umaf.extractor import default_extractor
 
-    if not is_trained(default_extractor_dir()):
-        raise UmafError(
-            f"no trained extractor in {default_extractor_dir()}; run `umaf train extractor` first"
-        )
     return default_extractor()
 
 
