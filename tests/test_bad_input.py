@@ -373,7 +373,8 @@ def run_case(argv: list[str], fresh: bool, capsys: pytest.CaptureFixture) -> tup
 @pytest.mark.parametrize(("argv", "needle", "setup", "fresh"), CASES)
 def test_bad_input(argv: list[str], needle: str, setup: Callable[[Path], None] | None, fresh: bool,
                    assets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture, no_expensive_work: None, no_shipped: None) -> None:  # fmt: skip
+                   capsys: pytest.CaptureFixture, no_expensive_work: None,
+                   no_shipped: None) -> None:  # fmt: skip
     ws = tmp_path / "ws"
     shutil.copytree(assets, ws, symlinks=True)
     if setup is not None:

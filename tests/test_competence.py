@@ -191,7 +191,7 @@ def test_cli_prints_competence(capsys, tmp_path: Path, monkeypatch):
     argv = ["fingerprint", str(model_dir), "-c", "reverse", "-o", str(out), "--extractor", str(extractor_dir)]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].endswith("reverse, competence 0.00 (agreement))")  # the one-line summary
+    assert err.strip().splitlines()[-1].endswith("reverse, competence 0.00 (agreement))")  # the summary
     assert main(["compare", str(out), str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["competence"] == [0.0, 0.0]
     assert main(["compare", str(out)]) == 0

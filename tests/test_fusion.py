@@ -220,7 +220,7 @@ def test_gate_save_load_round_trip(tmp_path: Path) -> None:
         FusionGate.from_pretrained(tmp_path / "nowhere")
 
 
-def test_default_gate_missing_names_the_command() -> None:
+def test_default_gate_missing_names_the_command(no_shipped: None) -> None:
     with pytest.raises(UmafError, match="umaf train fusion"):
         default_gate()
 

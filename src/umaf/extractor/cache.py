@@ -20,6 +20,10 @@ from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.io import slug
 
+#: Bumped whenever what a fingerprint holds changes (e.g. how competence is measured): older entries are
+#: then read again instead of being mixed with new ones.
+CACHE_VERSION = "2"
+
 
 def fingerprint_cache(extractor_hash: str) -> Path:
     """Folder of the fingerprints made by the extractor with this hash."""
@@ -32,7 +36,9 @@ def _read_cached(path: Path, probe_hash: str, stamp: str) -> Fingerprint | None:
         fp = Fingerprint.load(path)
     except (OSError, UmafError):
         return None
-    return fp if fp.meta.get("probe_hash") == probe_hash and fp.meta.get("weights_stamp") == stamp else None
+    meta = fp.meta
+    fresh = meta.get("cache_version") == CACHE_VERSION and meta.get("weights_stamp") == stamp
+    return fp if fresh and meta.get("probe_hash") == probe_hash else None
 
 
 def cached_fingerprints(
@@ -64,7 +70,7 @@ def cached_fingerprints(
         loaded = load(model, dtype=dtype, device=device)
     for i in tqdm(missing, desc=f"fingerprints {model}", disable=not progress, leave=False):
         fp = fingerprint(loaded, caps[i], extractor, progress=False)
-        fp.meta["weights_stamp"] = stamp
+        fp.meta.update(weights_stamp=stamp, cache_version=CACHE_VERSION)
         fp.save(paths[i], overwrite=True)
         found[i] = fp
     return [fp for fp in found if fp is not None], loaded
