@@ -313,3 +313,14 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     with pytest.raises(UmafError, match="output: .* exists; pass --overwrite"):
         run_pipeline(spec, extractor=tiny_world["extractor"])
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_format_matrix_names_each_row() -> None:
+    from umaf.formatting import format_matrix
+
+    lines = format_matrix(["minilm:add_k:7", "zoo:x:plural"], [[1.0, 0.25], [0.25, 1.0]],
+                          {"competence": [None, 0.5]}).splitlines()  # fmt: skip
+    assert lines[0].split() == ["[0]", "[1]"]
+    assert lines[1].split() == ["[0]", "minilm:add_k:7", "1.000", "0.250"]
+    assert lines[2].split() == ["[1]", "zoo:x:plural", "0.250", "1.000"]
+    assert lines[3].split() == ["competence", "-", "0.500"]

@@ -7,17 +7,19 @@ from typing import Any
 
 def format_matrix(labels: list[str], rows: list[list[float]],
                   extra: dict[str, list[float | None]] | None = None) -> str:
-    """Render a square similarity matrix as an aligned plain-text table; each ``extra`` entry is one more
-    row (a value per column, e.g. each fingerprint's competence; None prints as ``-``)."""
+    """Render a square similarity matrix as an aligned plain-text table: each row is named by its label
+    (with the ``[i]`` that heads its column); each ``extra`` entry is one more row (a value per column,
+    e.g. each fingerprint's competence; None prints as ``-``)."""
     short = [f"[{i}]" for i in range(len(labels))]
-    width = max(7, *(len(s) for s in short), *(len(name) for name in extra or {}))
-    lines = [" " * (width + 1) + " ".join(s.rjust(width) for s in short)]
-    for tag, row in zip(short, rows, strict=True):
-        lines.append(tag.rjust(width) + " " + " ".join(f"{v:{width}.3f}" for v in row))
+    names = [f"{tag} {label}" for tag, label in zip(short, labels, strict=True)]
+    first = max(len(n) for n in [*names, *(extra or {})])
+    width = max(7, *(len(s) for s in short))
+    lines = [" " * first + " " + " ".join(s.rjust(width) for s in short)]
+    for name, row in zip(names, rows, strict=True):
+        lines.append(name.ljust(first) + " " + " ".join(f"{v:{width}.3f}" for v in row))
     for name, values in (extra or {}).items():
         cells = ("-".rjust(width) if v is None else f"{v:{width}.3f}" for v in values)
-        lines.append(name.rjust(width) + " " + " ".join(cells))
-    lines += [f"{tag} {label}" for tag, label in zip(short, labels, strict=True)]
+        lines.append(name.ljust(first) + " " + " ".join(cells))
     return "\n".join(lines)
 
 
