@@ -299,7 +299,9 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     assert all(0.0 <= v <= 1.0 for row in rows.values() for k, v in row.items() if k != "capability")
     assert on_disk["evaluation"]["perplexity"]["base"] > 1.0 and on_disk["adapter"]["interpolation"] == "off"
     assert "<svg" in (out / "report.html").read_text()
-    capsys.readouterr()
+    warnings = on_disk["adapter"]["warnings"]  # random tiny models answer nothing right: both warned of
+    assert [w.split(" reads ")[0] for w in warnings] == [paths["gpt2"], paths["bert"]]
+    assert capsys.readouterr().err.count("umaf: warning: ") == 2
     print_summary(results, out)
     printed = capsys.readouterr().out
     assert "nearest fingerprint of another model" in printed
@@ -313,6 +315,23 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     with pytest.raises(UmafError, match="output: .* exists; pass --overwrite"):
         run_pipeline(spec, extractor=tiny_world["extractor"])
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_source_warnings_name_each_weak_source_once(capsys: pytest.CaptureFixture) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.pipeline.run import source_warnings
+
+    def fp(model: str, competence: float) -> Fingerprint:
+        meta = {"model": model, "capability": "plural", "competence": competence, "competence_method": "x"}
+        return Fingerprint(torch.zeros(512), None, meta)
+
+    weak = fp("weak", 0.1)
+    warnings = source_warnings([fp("able", 0.9), weak, weak])
+    assert warnings == [
+        "weak reads plural with competence 0.10 (< 0.5): the adapter may not carry the capability"
+    ]
+    assert capsys.readouterr().err == f"umaf: warning: {warnings[0]}\n"
+    assert source_warnings([fp("able", 0.9)]) == []
 
 
 def test_format_matrix_names_each_row() -> None:

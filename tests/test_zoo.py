@@ -14,7 +14,16 @@ from umaf.capabilities import get_capability, list_capabilities
 from umaf.encoding import IGNORE, collate, encode_example, leading_specials, pad_id
 from umaf.errors import UmafError
 from umaf.models import build_tiny, load
-from umaf.zoo import TrainConfig, build_model, build_zoo, list_zoo, train_model, zoo_specs
+from umaf.zoo import (
+    TrainConfig,
+    ZooEntry,
+    build_model,
+    build_zoo,
+    list_zoo,
+    qualification_summary,
+    train_model,
+    zoo_specs,
+)
 from umaf.zoo.specs import QUICK_PREFIX, rotated_halves
 
 PROMPTS = ["cat ->", "12 + 7 ->", "a much longer prompt here ->"]
@@ -234,3 +243,66 @@ def test_masked_lm_is_evaluated_with_the_slots_it_was_trained_with(monkeypatch, 
                         progress=False)
     assert len(seen) == 2 and seen[0] == seen[1] and seen[0] > 1
     assert answer_slots(load(entry.model_id).model) == seen[0]
+
+
+# ------------------------------------------------------------------------------------ what models learnt
+
+
+def _entry(name: str, trained: tuple[str, ...], accuracy: dict[str, float], path: Path) -> ZooEntry:
+    return ZooEntry(name=name, family="gpt2", size="xs", trained=trained, accuracy=accuracy, path=path)
+
+
+def test_qualified_is_trained_and_at_least_the_threshold(tmp_path):
+    from umaf.competence import QUALIFY
+
+    acc = {"a": QUALIFY, "b": QUALIFY - 1e-6, "c": 0.95, "d": 0.99}
+    entry = _entry("x", ("a", "b", "c"), acc, tmp_path)
+    assert entry.qualified == ("a", "c")  # d reaches it but was never trained: no claim to check
+
+
+def test_qualification_summary_counts_and_bins(tmp_path):
+    entries = [
+        _entry("x", ("a", "b", "c"), {"a": 0.0, "b": 0.85, "c": 1.0, "d": 0.9}, tmp_path),
+        _entry("y", ("a", "b"), {"a": 0.2, "b": 0.79}, tmp_path),
+    ]
+    lines = qualification_summary(entries).splitlines()
+    assert lines[0] == "2 of 5 trained (model, capability) pairs reach accuracy 0.8"
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["0.0-0.2", "1"], ["0.2-0.4", "1"], ["0.4-0.6", "0"], ["0.6-0.8", "1"], ["0.8-1.0", "2"]
+    ]
+
+
+def test_zoo_list_ends_with_the_summary(tmp_path, monkeypatch, no_shipped, capsys):
+    import json
+
+    from umaf.cli import main
+
+    monkeypatch.setenv("UMAF_CACHE", str(tmp_path / "cache"))
+    for name, acc in (("q-gpt2-xs-a", {"a": 0.9, "b": 0.1}), ("q-llama-xs-a", {"a": 0.5, "b": 0.3})):
+        folder = tmp_path / "cache" / "zoo" / name
+        folder.mkdir(parents=True)
+        record = {"name": name, "family": name.split("-")[1], "size": "xs", "trained": ["a", "b"],
+                  "accuracy": acc, "quick": True}  # fmt: skip
+        (folder / "zoo.json").write_text(json.dumps(record))
+    assert main(["zoo", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("q-gpt2-xs-a") and lines[1].startswith("q-llama-xs-a")
+    assert lines[2] == "1 of 4 trained (model, capability) pairs reach accuracy 0.8"
+    assert len(lines) == 8 and lines[-1].split()[:2] == ["0.8-1.0", "1"]
+
+
+def test_the_shipped_quick_zoo_needs_no_build(monkeypatch, tmp_path):
+    from umaf.zoo.build import missing_models
+
+    monkeypatch.setenv("UMAF_CACHE", str(tmp_path))
+
+    assert missing_models(quick=True) == []  # every quick-zoo model ships, with the spec it was built from
+    assert {s.name for s in missing_models(quick=False)} == {s.name for s in zoo_specs(quick=False)}
+
+
+def test_without_the_shipped_set_the_quick_zoo_is_missing(no_shipped, monkeypatch, tmp_path):
+    from umaf.zoo.build import missing_models
+
+    monkeypatch.setenv("UMAF_CACHE", str(tmp_path))
+
+    assert [s.name for s in missing_models(quick=True)] == [s.name for s in zoo_specs(quick=True)]

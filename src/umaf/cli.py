@@ -97,7 +97,7 @@ def _cmd_capabilities(args: argparse.Namespace) -> None:
 
 def _cmd_zoo(args: argparse.Namespace) -> None:
     from umaf.pretrained import is_shipped
-    from umaf.zoo import build_zoo, list_zoo
+    from umaf.zoo import build_zoo, list_zoo, qualification_summary
 
     if args.action == "build":
         entries = build_zoo(quick=args.quick, device=args.device)
@@ -114,6 +114,8 @@ def _cmd_zoo(args: argparse.Namespace) -> None:
             f"{len(e.trained):2} capabilities  acc trained {mean(trained):.2f}  untrained {mean(other):.2f}"
             + ("  (shipped)" if is_shipped(e.path) else "")
         )
+    if entries:
+        print(qualification_summary(entries))
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:

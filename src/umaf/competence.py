@@ -20,7 +20,8 @@ accuracy):
   commonest answer.
 - otherwise (no LM head and open answers) there is nothing to read: ``score`` is None.
 
-:data:`COMPETENT` is the one threshold that says whether a source has a capability.
+:data:`COMPETENT` is the one threshold that says whether a source has a capability; :data:`QUALIFY` the
+one that says whether a zoo model learnt a capability it was trained on.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ if TYPE_CHECKING:  # reading a fingerprint's competence (reports, the CLI) needs
 #: The competence score at or above which a source counts as having the capability (and below which an
 #: adapter generated from its fingerprint may not carry it).
 COMPETENT = 0.5
+
+#: The eval-split accuracy at or above which a zoo model counts as competent at a capability it was trained
+#: on (:attr:`umaf.zoo.ZooEntry.qualified`); a trained capability below it was claimed but not learnt, so
+#: benchmarks that contrast trained with untrained models leave it out.
+QUALIFY = 0.8
 
 #: Most distinct answers a capability may have for the decodability reading.
 MAX_CLASSES = 8
@@ -316,8 +322,8 @@ def competence_warning(fp: Any) -> str | None:
 
 
 __all__ = [
-    "AGREEMENT", "COMPETENT", "DECODABILITY", "FOLDS", "MAX_CLASSES", "MIN_PER_CLASS", "NO_READING", "RIDGE",
-    "CompetenceReading", "class_labels", "competence_warning", "cross_validated_accuracy",
+    "AGREEMENT", "COMPETENT", "DECODABILITY", "FOLDS", "MAX_CLASSES", "MIN_PER_CLASS", "NO_READING",
+    "QUALIFY", "RIDGE", "CompetenceReading", "class_labels", "competence_warning", "cross_validated_accuracy",
     "describe_competence", "fingerprint_competence", "has_lm_head", "measure_competence", "prompt_features",
     "teacher_forced",
 ]

@@ -1,7 +1,11 @@
 """Fingerprint suite: cross-architecture retrieval (M1), competence (M2) and capture cost (M6).
 
 Every source model is read on two disjoint halves of each capability's probe split: part 0 makes the
-queries, part 1 the gallery, so retrieval can never succeed by matching identical inputs. The competence
+queries, part 1 the gallery, so retrieval can never succeed by matching identical inputs. M1's baselines
+are measured on the same readings: linear CKA of the last block's activations (across the halves, and
+``m1_cka_paired`` on the same half, i.e. the same texts on both sides), a width-dependent random
+projection, and the processor's features without the trained network (``m1_raw_*``: what the extractor's
+training adds over relative representations). The competence
 of a (source, capability) pair is the mean of what the two half fingerprints record
 (:func:`umaf.competence.measure_competence` on the probe examples); M2 sets it against accuracy measured
 on the eval split with the same plain prompts, and against the extractor's competence head as a baseline.
@@ -39,8 +43,9 @@ REAL = "real"
 #: Eval examples per capability on which a real model's accuracy is measured in a quick run (all otherwise).
 QUICK_EVAL_LIMIT = 32
 TARGETS = {
-    "m1_top1_heldout_family": ">= 0.95",
-    "m1_top1_heldout_capability": ">= 0.90",
+    "m1_top1_heldout_family": ">= 0.9; above raw by >= 0.2",
+    "m1_top1_heldout_capability": ">= 0.8; above raw by >= 0.2",
+    "m1_top1_real_models": ">= 0.8; above raw by >= 0.2",
     "m2_spearman": ">= 0.8",
     "m2_auc": ">= 0.9",
     "extract_overhead": "<= 0.05",
@@ -51,32 +56,44 @@ TARGETS = {
 
 @dataclass
 class Reading:
-    """What one (source, capability, part) gives: the fingerprint, its competence, the raw last-layer set
-    and the extractor head's score (the M2 baseline)."""
+    """What one (source, capability, part) gives: the fingerprint, its competence, the raw last-layer set,
+    the extractor head's score (the M2 baseline) and the processor's features pooled by
+    :func:`pool_features` (the raw-features baseline of M1)."""
 
     fingerprint: Tensor  # [512]
     competence: float | None  # as fingerprint(part=...) records it; None: the model offers no signal
     last_layer: Tensor  # [probes, width]
     head: float = math.nan
+    raw: Tensor | None = None  # [depth_bins * channels * anchors]
 
 
 @dataclass
 class Source:
     """A model read by the benchmark, with its zoo record when it has one; ``accuracy`` is on the eval
-    split with plain prompts (as the fingerprint reads), measured here for real models with an LM head."""
+    split with plain prompts (as the fingerprint reads), measured here for real models with an LM head;
+    ``qualified``: the trained capabilities it really learnt (:attr:`umaf.zoo.ZooEntry.qualified`)."""
 
     name: str
     family: str
     size: str = ""
     trained: tuple[str, ...] = ()
     accuracy: dict[str, float] = field(default_factory=dict)
+    qualified: tuple[str, ...] = ()
+
+
+def pool_features(features: Tensor) -> Tensor:
+    """One vector per reading from the processor's ``features [depth_bins, probes, channels * anchors]``:
+    the mean over probes, flattened and z-scored (so that cosine compares profiles, not offsets)."""
+    pooled = features.float().mean(dim=1).flatten()  # [depth_bins * channels * anchors]
+    return (pooled - pooled.mean()) / pooled.std().clamp_min(1e-6)
 
 
 def read_source(
     loaded: LoadedModel, capabilities: Sequence[str], extractor: CapabilityExtractor
 ) -> dict[tuple[str, int], Reading]:
-    """Read every capability on both probe halves; one capture serves the fingerprint and the baselines,
-    and the competence is measured on the same examples, as :func:`umaf.extractor.fingerprint` does."""
+    """Read every capability on both probe halves; one capture (and one pass of the processor) serves the
+    fingerprint and the baselines, and the competence is measured on the same examples, as
+    :func:`umaf.extractor.fingerprint` does."""
     readings = {}
     device = next(extractor.parameters()).device
     for name in capabilities:
@@ -89,7 +106,8 @@ def read_source(
             with torch.no_grad():
                 head = float(extractor.competence(vector[None].to(device))[0])
             competence = measure_competence(loaded, cap, examples, limit=None).score
-            readings[name, part] = Reading(vector, competence, processed.activations[-1], head)
+            last = processed.activations[-1]  # [probes, width]
+            readings[name, part] = Reading(vector, competence, last, head, pool_features(processed.features))
     return readings
 
 
@@ -106,7 +124,10 @@ SCORERS: dict[str, Scorer] = {
     "randproj": lambda q, g: SIMILARITIES.get("cosine")(
         random_projection(q.last_layer.mean(0)), random_projection(g.last_layer.mean(0))
     ),
+    "raw": lambda q, g: SIMILARITIES.get("cosine")(q.raw, g.raw),
 }
+#: Result-key prefix of each scorer's figures (``<prefix>_<setup>``).
+PREFIXES = {"umaf": "m1_top1", "cka": "m1_cka", "randproj": "m1_randproj", "raw": "m1_raw"}
 
 
 def _cka(x: Tensor, y: Tensor) -> float:
@@ -122,15 +143,18 @@ def retrieval_top1(
     query_caps: Sequence[str],
     gallery_caps: Sequence[str],
     scorer: Scorer,
+    parts: tuple[int, int] = (0, 1),
 ) -> float:
-    """Top-1: query (source q, capability c, half 0) vs gallery (source g of another family, half 1)."""
+    """Top-1: query (source q, capability c, half ``parts[0]``) vs gallery (source g of another family,
+    half ``parts[1]``); the default, disjoint halves, never lets identical inputs match."""
     hits = []
+    qpart, gpart = parts
     for q in queries:
         for g in galleries:
             if families[q] == families[g]:
                 continue
             for c in query_caps:
-                scores = [scorer(readings[q][c, 0], readings[g][c2, 1]) for c2 in gallery_caps]
+                scores = [scorer(readings[q][c, qpart], readings[g][c2, gpart]) for c2 in gallery_caps]
                 hits.append(gallery_caps[max(range(len(scores)), key=scores.__getitem__)] == c)
     if not hits:
         raise UmafError(
@@ -161,11 +185,15 @@ def within_group_auc(pairs: Sequence[tuple[str, str, float, bool]]) -> float:
 
 
 def _sources(quick: bool) -> list[Source]:
-    from umaf.zoo import build_zoo
+    from umaf.zoo import build_zoo, list_zoo, zoo_specs
+    from umaf.zoo.build import missing_models
 
-    zoo = build_zoo(quick=quick)
+    build_zoo(specs=missing_models(quick=quick))  # the shipped quick zoo is used as it is
+    names = {spec.name for spec in zoo_specs(quick=quick)}
+    zoo = [e for e in list_zoo(quick=quick) if e.name in names]
     sources = [Source(f"zoo:{e.name}", e.family, e.size, tuple(e.trained),
-                      dict(e.meta.get("accuracy_untagged") or e.accuracy)) for e in zoo]  # fmt: skip
+                      dict(e.meta.get("accuracy_untagged") or e.accuracy), e.qualified)
+               for e in zoo]  # fmt: skip
     return sources + [Source(name, REAL) for name in REAL_MODELS]
 
 
@@ -178,40 +206,78 @@ def bench_capabilities(quick: bool) -> list[str]:
     return [c for c in names if is_held_out(c)] + seen[:12]
 
 
-def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
-    """Read every source on every named capability and compute M1 for UMAF and both baselines."""
-    extractor = default_extractor()
-    caps = bench_capabilities(quick)
-    sources = _sources(quick)
+def read_sources(
+    sources: Sequence[Source], caps: Sequence[str], extractor: CapabilityExtractor, quick: bool
+) -> tuple[dict[str, dict[tuple[str, int], Reading]], dict[str, str]]:
+    """:func:`read_source` for every source, and each one's model family; a real model with an LM head
+    also gets its eval accuracy (zoo accuracies come with the zoo)."""
     readings, families = {}, {}
     for src in tqdm(sources, desc="reading sources", unit="model"):
         loaded = load(src.name)
         families[src.name] = loaded.info.family
         readings[src.name] = read_source(loaded, caps, extractor)
-        if src.family == REAL and has_lm_head(loaded.model):  # zoo accuracies come with the zoo
+        if src.family == REAL and has_lm_head(loaded.model):
             from umaf.answers import evaluate
 
             src.accuracy = evaluate(loaded, caps, split="eval", limit=QUICK_EVAL_LIMIT if quick else None)
         del loaded
-    held_fam = [s.name for s in sources if is_held_out_model_family(families[s.name])]
-    seen_fam = [s.name for s in sources if not is_held_out_model_family(families[s.name])]
-    held_caps = [c for c in caps if is_held_out(c)]
+    return readings, families
+
+
+def real_model_retrieval(
+    readings: dict[str, dict[tuple[str, int], Reading]], families: dict[str, str], caps: Sequence[str]
+) -> dict[str, float]:
+    """MiniLM <-> SmolLM2 top-1 on the held-out capabilities (among all ``caps``), disjoint halves, the
+    mean of both directions: UMAF (``m1_top1_real_models``) and raw features (``m1_raw_real_models``).
+    Empty unless both embedded models were read."""
+    if not all(name in readings for name in REAL_MODELS):
+        return {}
+    held = [c for c in caps if is_held_out(c)]
+    a, b = REAL_MODELS
+    out = {}
+    for method in ("umaf", "raw"):
+        both = [retrieval_top1(readings, families, [q], [g], held, caps, SCORERS[method]) for q, g in
+                ((a, b), (b, a))]  # fmt: skip
+        out[f"{PREFIXES[method]}_real_models"] = statistics.mean(both)
+    return out
+
+
+def retrieval_metrics(
+    readings: dict[str, dict[tuple[str, int], Reading]], families: dict[str, str], caps: Sequence[str]
+) -> dict[str, float]:
+    """M1 from the readings: top-1 of UMAF and every baseline on held-out model families, held-out
+    capabilities and the seen ones; CKA on the same texts (``m1_cka_paired_*``); one headline per
+    baseline (the mean of both held-out setups); the real-model pair (:func:`real_model_retrieval`)."""
+    held_fam = [s for s in readings if is_held_out_model_family(families[s])]
+    seen_fam = [s for s in readings if not is_held_out_model_family(families[s])]
     setups = {
-        "heldout_family": (held_fam, seen_fam, caps),
-        "heldout_capability": (seen_fam, seen_fam, held_caps),
+        "heldout_family": (held_fam, seen_fam, list(caps)),
+        "heldout_capability": (seen_fam, seen_fam, [c for c in caps if is_held_out(c)]),
         "seen": (seen_fam, seen_fam, [c for c in caps if not is_held_out(c)]),
     }
-    out: dict[str, Any] = {"n_sources": len(sources), "n_capabilities": len(caps)}
+    out: dict[str, float] = {}
     for setup, (queries, galleries, query_caps) in setups.items():
         for method, scorer in SCORERS.items():
-            prefix = "m1_top1" if method == "umaf" else f"m1_{method}"
-            out[f"{prefix}_{setup}"] = retrieval_top1(
+            out[f"{PREFIXES[method]}_{setup}"] = retrieval_top1(
                 readings, families, queries, galleries, query_caps, caps, scorer
             )
-    for method in ("cka", "randproj"):  # one headline figure per baseline, over both held-out setups
-        held = [out[f"m1_{method}_{s}"] for s in ("heldout_family", "heldout_capability")]
-        out[f"m1_{method}_baseline"] = statistics.mean(held)
-    return out, sources, readings
+        out[f"m1_cka_paired_{setup}"] = retrieval_top1(
+            readings, families, queries, galleries, query_caps, caps, SCORERS["cka"], parts=(0, 0)
+        )
+    headlines = {"m1_cka_baseline": "m1_cka", "m1_randproj_baseline": "m1_randproj",
+                 "m1_raw_features_baseline": "m1_raw", "m1_cka_paired": "m1_cka_paired"}  # fmt: skip
+    for key, prefix in headlines.items():
+        out[key] = statistics.mean(out[f"{prefix}_{s}"] for s in ("heldout_family", "heldout_capability"))
+    return out | real_model_retrieval(readings, families, caps)
+
+
+def measure_retrieval(quick: bool) -> tuple[dict[str, Any], list[Source], dict]:
+    """Read every source on every named capability and compute M1 for UMAF and its baselines."""
+    caps = bench_capabilities(quick)
+    sources = _sources(quick)
+    readings, families = read_sources(sources, caps, default_extractor(), quick)
+    out: dict[str, Any] = {"n_sources": len(sources), "n_capabilities": len(caps)}
+    return out | retrieval_metrics(readings, families, caps), sources, readings
 
 
 @dataclass(frozen=True)
@@ -228,6 +294,15 @@ class CompetencePair:
     def group(self) -> str:
         """Family and size: AUC compares trained and untrained models only within one group."""
         return f"{self.source.family}-{self.source.size}"
+
+    def auc_item(self, score: float, qualified: bool = True) -> tuple[str, str, float, bool] | None:
+        """This pair for :func:`within_group_auc`: positive when trained on the capability (and, with
+        ``qualified``, reaching :data:`umaf.competence.QUALIFY` on it), negative when not trained on it;
+        None for a trained pair that does not qualify (claimed but not learnt: neither)."""
+        trained = self.capability in self.source.trained
+        if qualified and trained and self.capability not in self.source.qualified:
+            return None
+        return self.group, self.capability, score, trained
 
 
 def competence_pairs(sources: Sequence[Source], readings: dict) -> list[CompetencePair]:
@@ -254,21 +329,29 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 def competence_metrics(sources: Sequence[Source], readings: dict) -> dict[str, Any]:
     """M2: Spearman of competence vs eval accuracy over zoo models (trained and not trained on each
-    capability) and real models with a score; AUC of trained vs untrained zoo models of one family and
-    size; the same for the extractor's competence head (``m2_head_*``, the baseline); and every real
-    model's competence per capability (None where it offers no signal)."""
+    capability) and real models with a score; AUC of trained-and-qualified vs untrained zoo models of one
+    family and size (``m2_auc_all_trained``: every trained pair counts); the same for the extractor's
+    competence head (``m2_head_*``, the baseline); how many trained zoo pairs there are and qualify; and
+    every real model's competence per capability (None where it offers no signal)."""
     pairs = competence_pairs(sources, readings)
     zoo = [p for p in pairs if p.source.family != REAL]
+
+    def auc(score: Callable[[CompetencePair], float], qualified: bool = True) -> float:
+        items = [p.auc_item(score(p), qualified) for p in zoo]
+        return within_group_auc([item for item in items if item is not None])
+
+    zoo_sources = [s for s in sources if s.family != REAL]
     out: dict[str, Any] = {
         "m2_spearman": _spearman([p.competence for p in pairs], [p.accuracy for p in pairs]),
         "m2_spearman_zoo": _spearman([p.competence for p in zoo], [p.accuracy for p in zoo]),
-        "m2_auc": within_group_auc([(p.group, p.capability, p.competence, p.capability in p.source.trained)
-                                    for p in zoo]),  # fmt: skip
+        "m2_auc": auc(lambda p: p.competence),
+        "m2_auc_all_trained": auc(lambda p: p.competence, qualified=False),
         "m2_head_spearman": _spearman([p.head for p in pairs], [p.accuracy for p in pairs]),
-        "m2_head_auc": within_group_auc([(p.group, p.capability, p.head, p.capability in p.source.trained)
-                                         for p in zoo]),  # fmt: skip
+        "m2_head_auc": auc(lambda p: p.head),
         "m2_pairs": len(pairs),
         "m2_pairs_real": len(pairs) - len(zoo),
+        "zoo_pairs_trained": sum(len(s.trained) for s in zoo_sources),
+        "zoo_pairs_qualified": sum(len(s.qualified) for s in zoo_sources),
     }
     real = [s.name for s in sources if s.family == REAL and s.name in readings]
     out["m2_real_competence"] = {name: _competence_by_capability(readings[name]) for name in real}

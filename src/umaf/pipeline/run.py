@@ -124,11 +124,23 @@ def _interpolator_for(spec: PipelineSpec, extractor_hash: str) -> tuple[Any, str
     return interpolator, "on"
 
 
+def source_warnings(sources: list[Fingerprint]) -> list[str]:
+    """What ``umaf generate`` warns of (:func:`umaf.competence.competence_warning`), once per source
+    fingerprint that is not competent: printed on stderr as it warns, and returned for the results."""
+    from umaf.competence import competence_warning
+
+    warnings = list(dict.fromkeys(w for fp in sources if (w := competence_warning(fp)) is not None))
+    for warning in warnings:
+        _say(f"warning: {warning}")
+    return warnings
+
+
 def adapter_fingerprint(
     spec: PipelineSpec, fps: Fingerprints, target: Any, folder: Path
 ) -> tuple[Fingerprint, dict[tuple[str, str], Fingerprint], dict[str, Any]]:
     """The fingerprint the adapter is generated from: each source moved to the target's scale (when
-    interpolation is on), then fused. Returns it, the per-source fingerprints used, and a summary."""
+    interpolation is on), then fused. Returns it, the per-source fingerprints used, and a summary (with
+    ``warnings``: :func:`source_warnings` of the sources)."""
     from umaf.fusion import fuse
     from umaf.interpolator import interpolate
 
@@ -136,6 +148,7 @@ def adapter_fingerprint(
     assert adapter is not None
     first = fps[adapter.sources[0].key]
     interpolator, status = _interpolator_for(spec, first.meta.get("extractor_hash", ""))
+    warnings = source_warnings([fps[ref.key] for ref in adapter.sources])
     used: dict[tuple[str, str], Fingerprint] = {}
     for ref in adapter.sources:
         fp = fps[ref.key]
@@ -152,6 +165,7 @@ def adapter_fingerprint(
         "fusion_mode": adapter.fusion,
         "sources": fused.meta["sources"],
         "query": adapter.query,
+        "warnings": warnings,
     }
     if interpolator is not None:
         summary["target_scale"] = fused.meta.get("target_scale") or vectors[0].meta.get("target_scale")

@@ -301,12 +301,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
 
 def quick_zoo_missing(names: Any) -> list[str]:
     """The quick-zoo models among ``names`` (``zoo:<name>``) that are neither built nor shipped."""
-    from umaf.pretrained import zoo_model_dir
-    from umaf.zoo import zoo_specs
-    from umaf.zoo.build import META_FILE
+    from umaf.zoo.build import missing_models
 
-    quick = {f"zoo:{spec.name}": spec for spec in zoo_specs(quick=True)}
-    return [n for n in names if n in quick and not (zoo_model_dir(quick[n].name) / META_FILE).is_file()]
+    missing = {f"zoo:{spec.name}" for spec in missing_models(quick=True)}
+    return [n for n in names if n in missing]
 
 
 def check_model(name: str, where: str, origin: str, buildable: bool = False) -> None:

@@ -174,10 +174,11 @@ class Target:
 
 
 def parse_target(text: Any) -> Target | None:
-    """``">= 0.95"`` -> ``Target(">=", 0.95)``; a bare number means ``>=``; unparseable -> ``None``."""
+    """``">= 0.95"`` -> ``Target(">=", 0.95)``; a bare number means ``>=``; unparseable -> ``None``. A note
+    after ``;`` (``">= 0.9; above raw by >= 0.2"``) is kept in the text but not checked."""
     if _is_number(text):
         return Target(">=", float(text), f">= {text}")
-    match = _TARGET.match(str(text))
+    match = _TARGET.match(str(text).split(";", 1)[0])
     if not match:
         return None
     op = _OPS.get(match.group(1) or ">=", match.group(1) or ">=")

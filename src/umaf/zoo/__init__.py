@@ -11,11 +11,20 @@ of the prompt (:func:`tag_prompt`, e.g. ``first letter. push ->``); ``ZooEntry.a
 that way, ``meta["accuracy_untagged"]`` with the plain prompt.
 """
 
-from umaf.zoo.build import PROMPT_FORMAT, ZooEntry, build_model, build_zoo, is_built, list_zoo, zoo_dir
+from umaf.zoo.build import (
+    PROMPT_FORMAT,
+    ZooEntry,
+    build_model,
+    build_zoo,
+    is_built,
+    list_zoo,
+    qualification_summary,
+    zoo_dir,
+)
 from umaf.zoo.specs import SUBSETS, TrainConfig, ZooSpec, zoo_specs
 from umaf.zoo.train import train_model
 
 __all__ = [
     "PROMPT_FORMAT", "SUBSETS", "TrainConfig", "ZooEntry", "ZooSpec", "build_model", "build_zoo", "is_built",
-    "list_zoo", "train_model", "zoo_dir", "zoo_specs",
+    "list_zoo", "qualification_summary", "train_model", "zoo_dir", "zoo_specs",
 ]

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 import umaf
 from umaf import pretrained
 from umaf.answers import SLOTS_ATTRIBUTE, evaluate
+from umaf.competence import QUALIFY
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.io import atomic_path
@@ -49,6 +50,12 @@ class ZooEntry:
     def model_id(self) -> str:
         """What :func:`umaf.models.load` takes to load this model."""
         return f"zoo:{self.name}"
+
+    @property
+    def qualified(self) -> tuple[str, ...]:
+        """The trained capabilities whose eval-split accuracy reaches :data:`umaf.competence.QUALIFY`: the
+        ones this model really has (a trained capability below it was claimed but not learnt)."""
+        return tuple(c for c in self.trained if self.accuracy.get(c, 0.0) >= QUALIFY)
 
     def mean_accuracy(self, trained: bool = True) -> float:
         """Mean accuracy over the trained (or the untrained) capabilities; NaN if there are none."""
@@ -88,15 +95,19 @@ def zoo_dir() -> Path:
     return cache_dir() / "zoo"
 
 
-def is_built(spec: ZooSpec) -> bool:
-    """True if ``spec``'s model is on disk and was built from the same spec."""
-    meta_path = zoo_dir() / spec.name / META_FILE
-    if not meta_path.is_file():
-        return False
+def is_built(spec: ZooSpec, shipped: bool = False) -> bool:
+    """True if ``spec``'s model was built into the cache from the same spec; with ``shipped``, a model
+    of the same spec in the shipped set counts too (:func:`umaf.pretrained.zoo_model_dir`)."""
+    folder = pretrained.zoo_model_dir(spec.name) if shipped else zoo_dir() / spec.name
     try:
-        return json.loads(meta_path.read_text()).get("spec") == spec.key()
+        return json.loads((folder / META_FILE).read_text()).get("spec") == spec.key()
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def missing_models(quick: bool = False) -> list[ZooSpec]:
+    """The zoo's models that are neither built nor shipped (what a run that needs the zoo must build)."""
+    return [spec for spec in zoo_specs(quick=quick) if not is_built(spec, shipped=True)]
 
 
 @contextmanager
@@ -202,6 +213,21 @@ def _summary(entry: ZooEntry) -> str:
             f"{entry.mean_accuracy(False):.3f} accuracy, {entry.train_seconds:.0f}s training")
 
 
+def qualification_summary(entries: list[ZooEntry], bins: int = 5) -> str:
+    """How many trained (model, capability) pairs reach :data:`~umaf.competence.QUALIFY`, as one line, then a
+    text histogram of the trained pairs' accuracies in ``bins`` equal bins of [0, 1] (the last one closed)."""
+    scores = [e.accuracy[c] for e in entries for c in e.trained if c in e.accuracy]
+    qualified = sum(len(e.qualified) for e in entries)
+    counts = [0] * bins
+    for score in scores:
+        counts[min(int(score * bins), bins - 1)] += 1
+    lines = [f"{qualified} of {len(scores)} trained (model, capability) pairs reach accuracy {QUALIFY}"]
+    for i, count in enumerate(counts):
+        bar = "#" * round(40 * count / max(max(counts), 1))
+        lines.append(f"  {i / bins:.1f}-{(i + 1) / bins:.1f} {count:4d} {bar}")
+    return "\n".join(lines)
+
+
 def list_zoo(quick: bool = False) -> list[ZooEntry]:
     """Zoo models on disk (the user's builds and the shipped ones, a user's build winning), sorted by
     name: the full zoo, or with ``quick`` the quick one."""
@@ -213,4 +239,4 @@ def list_zoo(quick: bool = False) -> list[ZooEntry]:
 
 
 __all__ = ["META_FILE", "PROMPT_FORMAT", "ZooEntry", "build_model", "build_zoo", "is_built", "list_zoo",
-           "loss_curve", "zoo_dir"]
+           "loss_curve", "missing_models", "qualification_summary", "zoo_dir"]
