@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/umaf bench fusion --json bench-out/fusion.json --overwrite
 	$(BIN)/umaf bench size --json bench-out/size.json --overwrite
 
-# Rebuilds every shipped component in the cache (resumable; about 40 min on 2 CPU cores) and writes
+# Rebuilds every shipped component in the cache (resumable; about 46 min on 2 CPU cores) and writes
 # them into src/umaf/pretrained/components. Run it when a change invalidates a shipped component.
 pretrained: $(STAMP)
 	$(BIN)/umaf train all --ship

@@ -112,3 +112,19 @@ def test_corrupt_adapter_is_refused(target, adapter: Path, tmp_path: Path) -> No
     (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(UmafError, match="corrupt"):
         evaluate(target, "uppercase", adapter=broken)
+
+
+def test_inputs_longer_than_the_position_table_are_cut_not_overflowed(tiny_gpt2, tmp_path, one_thread):
+    import json
+
+    from umaf.competence import measure_competence
+    from umaf.encoding import position_limit
+
+    limit = position_limit(tiny_gpt2.model)
+    assert limit is not None
+    path = tmp_path / "long.jsonl"
+    rows = [{"input": f"w{i} " * limit, "output": f"x{i % 3}"} for i in range(40)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert 0.0 <= evaluate(tiny_gpt2, str(path)) <= 1.0
+    reading = measure_competence(tiny_gpt2, str(path))
+    assert reading.score is not None and 0.0 <= reading.score <= 1.0

@@ -83,12 +83,35 @@ def test_the_quick_zoo_and_the_demo_oracles_ship():
         assert (SHIPPED / pretrained.ORACLES / build.TARGET / cap / "adapter_model.safetensors").is_file()
 
 
-def test_a_missing_component_fails_with_the_command_that_builds_it(monkeypatch, tmp_path, capsys):
+def test_a_missing_component_fails_with_the_command_that_builds_it(no_shipped, tmp_path, capsys):
     from umaf.cli import main
 
-    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "nothing-shipped")
     code = main(["fingerprint", "zoo:q-gpt2-xs-b", "-c", "plural", "-o", str(tmp_path / "fp.safetensors")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "umaf train extractor" in err[0] and "min" in err[0]
     assert not (tmp_path / "fp.safetensors").exists()
+
+
+def test_train_all_builds_only_what_is_missing_and_records_times(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("UMAF_CACHE", str(tmp_path))
+    built: list[str] = []
+    parts = [build.Part("first", lambda: "first" in built, lambda: built.append("first")),
+             build.Part("second", lambda: True, lambda: built.append("second"))]  # fmt: skip
+    monkeypatch.setattr(build, "parts", lambda: parts)
+    times = build.train_all()
+    assert built == ["first"] and set(times) == {"first"}
+    assert json.loads((tmp_path / build.TIMES_FILE).read_text()) == times
+    build.train_all()  # resumable: nothing left to build
+    assert built == ["first"]
+    err = capsys.readouterr().err
+    assert "umaf: first: built in" in err and "umaf: second: built" in err
+
+
+def test_ship_refuses_a_folder_it_cannot_write_before_any_training(monkeypatch, tmp_path):
+    from umaf.errors import UmafError
+
+    monkeypatch.setattr(build, "parts", lambda: pytest.fail("nothing may be built"))
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    with pytest.raises(UmafError, match="editable install"):
+        build.train_all(ship_to=tmp_path / "components")

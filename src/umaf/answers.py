@@ -14,6 +14,7 @@ from umaf.encoding import (
     pad_id,
     pad_left,
     pad_right,
+    position_limit,
     prompts_ids,
     slot_head,
     tag_prompt,
@@ -72,13 +73,20 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def _budget(model: Any, new_tokens: int) -> int | None:
+    """Prompt tokens that leave room for ``new_tokens`` in the model's position table (None: no limit)."""
+    limit = position_limit(model)
+    return None if limit is None else limit - new_tokens
+
+
 def _generation_kwargs(tokenizer: Any, limit: int) -> dict:
     return {"max_new_tokens": limit, "do_sample": False, "num_beams": 1,
             "pad_token_id": pad_id(tokenizer), "eos_token_id": end_id(tokenizer)}
 
 
 def _causal(model: Any, tokenizer: Any, prompts: list[str], limit: int) -> list[list[int]]:
-    ids, mask = pad_left(prompts_ids(tokenizer, "decoder", prompts), pad_id(tokenizer))
+    ids, mask = pad_left(
+        prompts_ids(tokenizer, "decoder", prompts, budget=_budget(model, limit)), pad_id(tokenizer))
     device = _device(model)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                          **_generation_kwargs(tokenizer, limit))  # [batch, prompt + new]
@@ -86,7 +94,8 @@ def _causal(model: Any, tokenizer: Any, prompts: list[str], limit: int) -> list[
 
 
 def _seq2seq(model: Any, tokenizer: Any, prompts: list[str], limit: int) -> list[list[int]]:
-    ids, mask = pad_right(prompts_ids(tokenizer, "encoder-decoder", prompts), pad_id(tokenizer))
+    ids, mask = pad_right(
+        prompts_ids(tokenizer, "encoder-decoder", prompts, budget=_budget(model, 0)), pad_id(tokenizer))
     device = _device(model)
     out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                          **_generation_kwargs(tokenizer, limit))  # [batch, 1 + new]: the start token first
@@ -94,7 +103,8 @@ def _seq2seq(model: Any, tokenizer: Any, prompts: list[str], limit: int) -> list
 
 
 def _masked(model: Any, tokenizer: Any, prompts: list[str], limit: int) -> list[list[int]]:
-    ids, mask = pad_right(prompts_ids(tokenizer, "encoder", prompts, slots=limit), pad_id(tokenizer))
+    ids, mask = pad_right(
+        prompts_ids(tokenizer, "encoder", prompts, slots=limit, budget=_budget(model, 0)), pad_id(tokenizer))
     device = _device(model)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [batch, len, vocab]
     head = len(slot_head(tokenizer))

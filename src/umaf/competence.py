@@ -44,6 +44,7 @@ from umaf.encoding import (
     model_kind,
     pad_id,
     pad_left,
+    position_limit,
     tag_prompt,
     texts_ids,
 )
@@ -169,7 +170,7 @@ def teacher_forced(loaded: Any, prompts: Sequence[str], targets: Sequence[str],
     ``[N] bool``, and exp(mean gold-token log-prob) ``[N]``; one forward pass per batch, no generation."""
     kind, tokenizer, model = model_kind(loaded), loaded.tokenizer, loaded.model
     slots = (answer_slots(model) or DEFAULT_ANSWER_TOKENS) if kind == "encoder" else 0
-    encoded = encode_examples(tokenizer, kind, prompts, targets, slots)
+    encoded = encode_examples(tokenizer, kind, prompts, targets, slots, limit=position_limit(model))
     if kind == "encoder":  # the slots may cut an answer short: such an example cannot agree
         gold_lengths = [len(ids) + 1 for ids in texts_ids(tokenizer, targets)]  # the answer, then its end
     else:

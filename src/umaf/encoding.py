@@ -96,9 +96,28 @@ def sep_ids(tokenizer: Any) -> list[int]:
     return [int(tokenizer.sep_token_id)] if tokenizer.sep_token_id is not None else []
 
 
-def prompts_ids(tokenizer: Any, kind: str, prompts: Sequence[str], slots: int = 0) -> list[list[int]]:
-    """What the model reads before answering each prompt (for ``encoder``, including the ``slots`` masks)."""
+def position_limit(model: Any) -> int | None:
+    """How many positions ``model`` can read (None: no learnt position table, e.g. T5's relative ones)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", "") == "t5":
+        return None
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(limit) if limit else None
+
+
+def prompts_ids(tokenizer: Any, kind: str, prompts: Sequence[str], slots: int = 0,
+                budget: int | None = None) -> list[list[int]]:
+    """What the model reads before answering each prompt (for ``encoder``, including the ``slots`` masks).
+
+    ``budget`` caps each row's length: a longer prompt keeps its *end* (the part next to the answer),
+    so an input longer than the model's position table is cut instead of overflowing it.
+    """
     rows = texts_ids(tokenizer, prompts)
+    if budget is not None:
+        extra = {"decoder": len(leading_specials(tokenizer)), "encoder-decoder": 1}.get(
+            kind, len(slot_head(tokenizer)) + slots + 2 * len(sep_ids(tokenizer)))
+        keep = max(1, budget - extra)
+        rows = [row[-keep:] for row in rows]
     if kind == "decoder":
         head = leading_specials(tokenizer)
         return [head + row for row in rows]
@@ -115,10 +134,16 @@ def prompt_ids(tokenizer: Any, kind: str, prompt: str, slots: int = 0) -> list[i
 
 
 def encode_examples(tokenizer: Any, kind: str, prompts: Sequence[str], targets: Sequence[str],
-                    slots: int = 0) -> list[Encoded]:
-    """Input ids and labels that teach the model to answer each prompt with its target."""
-    sources = prompts_ids(tokenizer, kind, prompts, slots)
+                    slots: int = 0, limit: int | None = None) -> list[Encoded]:
+    """Input ids and labels that teach the model to answer each prompt with its target; with ``limit``
+    (the model's :func:`position_limit`) a long prompt is cut from the left to leave room for its answer."""
     answers = [ids + [end_id(tokenizer)] for ids in texts_ids(tokenizer, targets)]
+    if limit is None:
+        sources = prompts_ids(tokenizer, kind, prompts, slots)
+    else:
+        room = [limit - (len(a) if kind == "decoder" else 0) for a in answers]
+        sources = [prompts_ids(tokenizer, kind, [p], slots, budget=r)[0] for p, r in zip(prompts, room,
+                                                                                       strict=True)]
     head = len(slot_head(tokenizer))
     return [_pair(kind, source, answer, slots, head) for source, answer in zip(sources, answers, strict=True)]
 

@@ -93,9 +93,9 @@ def manifest() -> dict:
 
 #: What building each default component costs on a 2-core CPU, for the message that names the command.
 BUILD_HINTS: dict[str, str] = {
-    EXTRACTOR: "`umaf train extractor` (about 15 min on 2 CPU cores; needs the quick zoo)",
-    GATE: "`umaf train fusion` (about 3 min; needs the full zoo's LLaMA models)",
-    INTERPOLATOR: "`umaf train interpolator` (about 3 min; needs the full zoo)",
+    EXTRACTOR: "`umaf train extractor` (about 10 min on 2 CPU cores, on the quick zoo)",
+    GATE: "`umaf train fusion` (under a minute; needs the full zoo's LLaMA models: `umaf zoo build`)",
+    INTERPOLATOR: "`umaf train interpolator` (about a minute; needs the full zoo: `umaf zoo build`)",
 }
 
 

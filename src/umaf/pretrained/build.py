@@ -25,7 +25,7 @@ from umaf import pretrained
 from umaf.errors import UmafError
 from umaf.io import atomic_path, is_trained, slug
 
-#: Target whose generator ships, and the oracle library that trains it (also the demo's oracle column).
+#: Target whose generator ships, and the oracle library that trains it.
 TARGET = "smollm2"
 LIBRARY: tuple[str, ...] = ("plural", "past_tense", "antonym", "uppercase", "sentiment")
 #: Oracles whose LoRAs ship (the capabilities the demo evaluates).
@@ -131,8 +131,13 @@ def train_all(ship_to: Path | None = None) -> dict[str, float]:
     """Build every part that is missing from the cache, print how long each took, and optionally
     :func:`ship` the result to ``ship_to``. Returns seconds per part (earlier runs' times for parts
     that were already built)."""
+    if ship_to is not None:
+        _check_writable_folder(ship_to)
     times_path = pretrained.user_dir(TIMES_FILE)
-    times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    try:
+        times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        times = {}  # only a record of earlier runs: rebuilt as parts are built
     for part in parts():
         if part.done():
             print(f"umaf: {part.name}: built ({times.get(part.name, float('nan')):.0f} s)", file=sys.stderr)
@@ -151,6 +156,17 @@ def train_all(ship_to: Path | None = None) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ ship
+
+
+def _check_writable_folder(dest: Path) -> None:
+    """A UmafError before any training if ``dest`` (the package's components folder) cannot be written,
+    as in a non-editable install."""
+    import os
+
+    parent = Path(dest).parent
+    if not os.access(parent, os.W_OK):
+        raise UmafError(f"cannot write the shipped components into {dest}: --ship needs an editable "
+                        "install (`pip install -e .`) of a source checkout")  # fmt: skip
 
 
 def _sha256(path: Path) -> str:
