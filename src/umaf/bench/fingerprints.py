@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from umaf.bench.registry import SUITES
+from umaf.bench.registry import SUITES, eval_limit
 from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
 from umaf.capture import capture_activations
 from umaf.competence import has_lm_head, measure_competence
@@ -40,8 +40,6 @@ from umaf.similarity import SIMILARITIES
 REAL_MODELS = ("minilm", "smollm2")
 #: ``Source.family`` of the embedded real models (zoo sources carry their model family).
 REAL = "real"
-#: Eval examples per capability on which a real model's accuracy is measured in a quick run (all otherwise).
-QUICK_EVAL_LIMIT = 32
 TARGETS = {
     "m1_top1_heldout_family": ">= 0.9; above raw by >= 0.2",
     "m1_top1_heldout_capability": ">= 0.8; above raw by >= 0.2",
@@ -219,7 +217,7 @@ def read_sources(
         if src.family == REAL and has_lm_head(loaded.model):
             from umaf.answers import evaluate
 
-            src.accuracy = evaluate(loaded, caps, split="eval", limit=QUICK_EVAL_LIMIT if quick else None)
+            src.accuracy = evaluate(loaded, caps, split="eval", limit=eval_limit(quick))
         del loaded
     return readings, families
 

@@ -23,7 +23,6 @@ from umaf.models import LoadedModel
 # capability. Keyed weakly so that a dropped model frees its entry; a model whose weights are changed in
 # place must not be fingerprinted again through this cache.
 _ANCHOR_CACHE: WeakKeyDictionary[nn.Module, dict[tuple, Tensor]] = WeakKeyDictionary()
-_DEFAULT: dict[Path, CapabilityExtractor] = {}
 
 
 def default_extractor_dir() -> Path:
@@ -127,9 +126,7 @@ def default_extractor(train_missing: bool = False) -> CapabilityExtractor:
     it here (on the quick zoo, into the cache).
     """
     path = default_extractor_dir()
-    if not is_trained(path):
-        if not train_missing:
-            raise pretrained.missing_component(pretrained.EXTRACTOR, "extractor")
+    if train_missing and not is_trained(path):
         from umaf.extractor.train import TrainConfig, train_extractor  # training pulls in the zoo
         from umaf.zoo import build_zoo, list_zoo
 
@@ -137,6 +134,4 @@ def default_extractor(train_missing: bool = False) -> CapabilityExtractor:
         if not (list_zoo() or list_zoo(quick=True)):
             build_zoo(quick=True)
         train_extractor(TrainConfig(), output=path)
-    if path not in _DEFAULT:
-        _DEFAULT[path] = CapabilityExtractor.from_pretrained(path)
-    return _DEFAULT[path]
+    return pretrained.load_default(CapabilityExtractor, pretrained.EXTRACTOR, "extractor")

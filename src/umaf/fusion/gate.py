@@ -18,9 +18,6 @@ from torch import Tensor, nn
 from umaf import pretrained
 from umaf.components import TrainedComponent
 from umaf.fusion.config import GateConfig
-from umaf.io import WEIGHTS_NAME, is_trained
-
-_DEFAULT: dict[tuple[Path, int], FusionGate] = {}  # keyed by folder and weights mtime
 
 
 class FusionGate(TrainedComponent):
@@ -77,10 +74,4 @@ def default_gate_dir() -> Path:
 
 def default_gate() -> FusionGate:
     """The trained default gate; a UmafError naming the command to train it if it is missing."""
-    path = default_gate_dir()
-    if not is_trained(path):
-        raise pretrained.missing_component(pretrained.GATE, "fusion gate")
-    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = FusionGate.from_pretrained(path)
-    return _DEFAULT[key]
+    return pretrained.load_default(FusionGate, pretrained.GATE, "fusion gate")

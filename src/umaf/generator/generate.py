@@ -20,11 +20,8 @@ from umaf import pretrained
 from umaf.adapters.peft_io import ADAPTER_WEIGHTS
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.generator.config import generator_dir
 from umaf.generator.model import AdapterGenerator
-from umaf.io import WEIGHTS_NAME, atomic_path, check_writable, is_trained, slug
-
-_DEFAULT: dict[tuple[Path, int], AdapterGenerator] = {}
+from umaf.io import atomic_path, check_writable, slug
 
 
 def _canonical(u: Tensor, s: Tensor, v: Tensor, rank: int) -> tuple[Tensor, Tensor]:
@@ -170,14 +167,8 @@ def default_generator(target: str) -> AdapterGenerator:
     """The trained generator for ``target`` (the user's one in the cache, else the shipped one), cached
     in memory. Raises :class:`UmafError` with the command that trains one if there is none.
     """
-    path = generator_dir(target)
-    if not is_trained(path):
-        raise pretrained.missing_component(
-            pretrained.generator_path(target), f"generator for {target}",
-            f"`umaf train lora --target {target} -c CAPABILITY ...` and then "
-            f"`umaf train generator --target {target}` (about 25 min on 2 CPU cores for SmolLM2)",
-        )  # fmt: skip
-    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)  # a retrained generator is reloaded
-    if key not in _DEFAULT:
-        _DEFAULT[key] = AdapterGenerator.from_pretrained(path)
-    return _DEFAULT[key]
+    return pretrained.load_default(
+        AdapterGenerator, pretrained.generator_path(target), f"generator for {target}",
+        f"`umaf train lora --target {target} -c CAPABILITY ...` and then "
+        f"`umaf train generator --target {target}` (about 25 min on 2 CPU cores for SmolLM2)",
+    )  # fmt: skip

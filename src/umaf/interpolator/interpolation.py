@@ -11,9 +11,6 @@ from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale, estimate_scale
-from umaf.io import WEIGHTS_NAME, is_trained
-
-_DEFAULT: dict[tuple[Path, int], SizeInterpolator] = {}  # keyed by folder and weights mtime
 
 
 def default_interpolator_dir() -> Path:
@@ -23,13 +20,7 @@ def default_interpolator_dir() -> Path:
 
 def default_interpolator() -> SizeInterpolator:
     """The trained default interpolator; a UmafError naming the command to train it if it is missing."""
-    path = default_interpolator_dir()
-    if not is_trained(path):
-        raise pretrained.missing_component(pretrained.INTERPOLATOR, "size interpolator")
-    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
-    if key not in _DEFAULT:
-        _DEFAULT[key] = SizeInterpolator.from_pretrained(path)
-    return _DEFAULT[key]
+    return pretrained.load_default(SizeInterpolator, pretrained.INTERPOLATOR, "size interpolator")
 
 
 def resolve_scale(target: Any) -> Scale:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from umaf.config import cache_dir
 from umaf.errors import UmafError
-from umaf.io import is_trained
+from umaf.io import WEIGHTS_NAME, is_trained
 
 #: Folder of the shipped components (inside the installed package).
 SHIPPED_DIR = Path(__file__).resolve().parent / "components"
@@ -99,6 +100,21 @@ BUILD_HINTS: dict[str, str] = {
 }
 
 
+_LOADED: dict[tuple[Path, int], Any] = {}  # keyed by folder and weights mtime: a retrained one reloads
+
+
+def load_default(cls: Any, relative: str, what: str, hint: str | None = None) -> Any:
+    """The default ``cls`` component at ``relative`` (:func:`component_dir`), loaded once per process and
+    again when its weights change; with none, :func:`missing_component`'s error."""
+    path = component_dir(relative)
+    if not is_trained(path):
+        raise missing_component(relative, what, hint)
+    key = (path, (path / WEIGHTS_NAME).stat().st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED[key] = cls.from_pretrained(path)
+    return _LOADED[key]
+
+
 def missing_component(relative: str, what: str, hint: str | None = None) -> UmafError:
     """The one-line error for a component that is neither trained by the user nor shipped."""
     hint = hint or BUILD_HINTS.get(relative, "`umaf train all`")
@@ -108,6 +124,6 @@ def missing_component(relative: str, what: str, hint: str | None = None) -> Umaf
 
 __all__ = [
     "EXTRACTOR", "GATE", "INTERPOLATOR", "MANIFEST_NAME", "ORACLES", "REFERENCE", "SHIPPED_DIR", "ZOO",
-    "component_dir", "generator_path", "is_shipped", "manifest", "missing_component", "oracle_roots",
-    "user_dir", "zoo_model_dir", "zoo_roots",
+    "component_dir", "generator_path", "is_shipped", "load_default", "manifest", "missing_component",
+    "oracle_roots", "user_dir", "zoo_model_dir", "zoo_roots",
 ]
