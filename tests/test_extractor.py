@@ -278,7 +278,7 @@ def test_training_smoke_run(
     assert not any("t5" in name for name in cached)
     back = CapabilityExtractor.from_pretrained(tmp_path / "ext")
     assert back.extractor_hash == extractor.extractor_hash
-    assert json.loads((tmp_path / "ext" / "training.json").read_text())["val_models"] == report["val_models"]
+    assert back.train_report["val_models"] == report["val_models"]
 
 
 def test_feature_cache_is_read_again_when_the_model_changes(

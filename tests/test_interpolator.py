@@ -243,9 +243,7 @@ def test_training_smoke_lowers_loss_and_never_sees_held_out(
     again = SizeInterpolator.from_pretrained(tmp_path / "interp")
     assert again.config.extractor_hash == "synthetic"
     train_pairs, select_pairs = split_pairs([s for s in samples if not is_held_out(s.capability)], config)
-    assert json.loads((tmp_path / "interp" / "training.json").read_text())["n_train_pairs"] == len(
-        train_pairs
-    )
+    assert again.train_report["n_train_pairs"] == len(train_pairs)
     assert select_pairs and report["select_n_pairs"] == len(select_pairs)
     assert 0 < report["kept_step"] <= config.steps
 

@@ -24,6 +24,7 @@ class CapabilityExtractor(TrainedComponent):
     FORMAT = "umaf-extractor"
     config_class = ExtractorConfig
     NAME = "extractor"
+    REPORT_FIELD = "train_report"
 
     def __init__(self, config: ExtractorConfig | None = None) -> None:
         super().__init__()

@@ -11,7 +11,6 @@ feature bank both read in :mod:`umaf.extractor.bank`.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -407,9 +406,10 @@ def train_extractor(
 
     Samples are (model, capability, random probe subset); the label is the capability. Never uses
     held-out capabilities or model families. With ``output`` the result is saved there
-    (``save_pretrained``) with a ``training.json`` report (an existing ``output`` is refused before any
-    work unless ``overwrite``); ``dtype`` (e.g. ``torch.float16``) is the storage precision, and the
-    returned extractor is rounded to it, so what is saved and what is returned hash alike.
+    (``save_pretrained``, the report in its config.json as ``train_report``; an existing ``output`` is
+    refused before any work unless ``overwrite``); ``dtype`` (e.g. ``torch.float16``) is the storage
+    precision, and the returned extractor is rounded to it, so what is saved and what is returned hash
+    alike.
     ``extractor.train_report`` holds the report.
     """
     config = config or TrainConfig()
@@ -435,7 +435,5 @@ def train_extractor(
     }
     extractor.train_report = report
     if output is not None:
-        extractor.save_pretrained(output, overwrite=True, dtype=dtype)
-        with atomic_path(Path(output) / "training.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        extractor.save_pretrained(output, overwrite=True, dtype=dtype)  # the report goes into config.json
     return extractor

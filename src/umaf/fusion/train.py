@@ -10,7 +10,6 @@ never enter; a share of the training capabilities is held apart for validation.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from umaf.errors import UmafError
 from umaf.fusion.config import FusionTrainConfig
 from umaf.fusion.gate import FusionGate
 from umaf.interpolator.data import default_capabilities
-from umaf.io import atomic_path, check_writable
+from umaf.io import check_writable
 from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
 
@@ -202,7 +201,5 @@ def train_fusion(
         **{f"val_{k}": v for k, v in after.items()},
     }
     if output is not None:
-        gate.save_pretrained(output, overwrite=overwrite)
-        with atomic_path(Path(output) / "training.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(gate.train_report, indent=2, sort_keys=True) + "\n")
+        gate.save_pretrained(output, overwrite=overwrite)  # the report goes into its config.json
     return gate

@@ -8,7 +8,6 @@ apart, the identity included) -> evaluate (pairs with one end at a held-out size
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from umaf.interpolator.config import InterpolatorTrainConfig
 from umaf.interpolator.data import default_capabilities
 from umaf.interpolator.model import SizeInterpolator
 from umaf.interpolator.scale import Scale
-from umaf.io import atomic_path, check_writable
+from umaf.io import check_writable
 from umaf.training import warmup_cosine_scheduler
 from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
@@ -208,9 +207,7 @@ def train_interpolator(
     model.train_report = _report(model, fps, scales, samples, train_pairs, select_pairs, config, losses)
     model.train_report["kept_step"] = best_step
     if output is not None:
-        model.save_pretrained(output, overwrite=overwrite)
-        with atomic_path(Path(output) / "training.json", overwrite=True) as tmp:
-            tmp.write_text(json.dumps(model.train_report, indent=2, sort_keys=True) + "\n")
+        model.save_pretrained(output, overwrite=overwrite)  # the report goes into its config.json
     return model
 
 

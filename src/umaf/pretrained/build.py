@@ -174,12 +174,9 @@ def _sha256(path: Path) -> str:
 
 
 def _ship_network(cls: type, source: Path, dest: Path) -> None:
-    """Copy a trained network folder in :data:`SHIP_DTYPE`, with the other files it holds (reports)."""
-    model = cls.from_pretrained(source)
-    model.save_pretrained(dest, overwrite=True, dtype=SHIP_DTYPE)
-    for extra in source.iterdir():  # reports; not caches such as the generator's fingerprints
-        if extra.suffix == ".json" and not (dest / extra.name).exists():
-            shutil.copy2(extra, dest / extra.name)
+    """Copy a trained network folder (config with its training report, weights) in :data:`SHIP_DTYPE`;
+    caches it holds, such as the generator's source fingerprints, stay behind."""
+    cls.from_pretrained(source).save_pretrained(dest, overwrite=True, dtype=SHIP_DTYPE)  # report included
 
 
 def _ship_adapter(source: Path, dest: Path) -> None:
