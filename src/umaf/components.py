@@ -33,10 +33,11 @@ from umaf.io import WEIGHTS_NAME, atomic_path
 CONFIG_NAME = "config.json"
 
 #: Dtypes a component's floating tensors may be stored in, by the name config.json records.
-STORAGE_DTYPES: dict[str, torch.dtype] = {
+#: The floating dtypes UMAF loads models in and stores weights in, by name.
+DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
-    "float16": torch.float16,
     "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
 }
 
 C = TypeVar("C")
@@ -115,10 +116,10 @@ def config_from_dict(cls: type[C], data: Any, what: str) -> C:
 
 def dtype_name(dtype: torch.dtype | str) -> str:
     """Name of a storage dtype (``torch.float16`` or ``"float16"`` -> ``"float16"``); others are an error."""
-    for name, known in STORAGE_DTYPES.items():
+    for name, known in DTYPES.items():
         if dtype in (name, known):
             return name
-    raise UmafError(f"weights can be stored as {', '.join(STORAGE_DTYPES)}, not {dtype}")
+    raise UmafError(f"weights can be stored as {', '.join(DTYPES)}, not {dtype}")
 
 
 def _stored(tensor: Tensor, dtype: torch.dtype) -> Tensor:
@@ -167,7 +168,7 @@ class TrainedComponent(nn.Module):
     def round_to_dtype(self: T, dtype: torch.dtype | str) -> T:
         """Round every floating weight and buffer in place to what ``dtype`` can represent (the module
         keeps its own dtype), so its hash is recorded as it will be after saving in ``dtype``."""
-        target = STORAGE_DTYPES[dtype_name(dtype)]
+        target = DTYPES[dtype_name(dtype)]
         for tensor in [*self.parameters(), *self.buffers()]:
             if tensor.is_floating_point():
                 tensor.copy_(tensor.to(target))
@@ -191,7 +192,7 @@ class TrainedComponent(nn.Module):
         doc = {**stamp, "config": self._config_dict(), **self._extra_fields()}
         if self.REPORT_FIELD:
             doc[self.REPORT_FIELD] = self.train_report
-        state = {k: _stored(v, STORAGE_DTYPES[name]) for k, v in self.state_dict().items()}
+        state = {k: _stored(v, DTYPES[name]) for k, v in self.state_dict().items()}
         (Path(folder) / CONFIG_NAME).write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
         save_file(state, str(Path(folder) / WEIGHTS_NAME), metadata=stamp)
 
@@ -251,7 +252,7 @@ class TrainedComponent(nn.Module):
             state = load_file(str(path))
         except (OSError, SafetensorError, ValueError):
             raise UmafError(f"{path} is missing or not a safetensors file") from None
-        floats = {str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()}
+        floats = {dtype_name(v.dtype) for v in state.values() if v.is_floating_point()}
         stored = sorted(floats - {dtype})
         if stored:
             raise UmafError(f"{path} holds {', '.join(stored)} weights but its config.json says {dtype}")
@@ -267,7 +268,7 @@ class TrainedComponent(nn.Module):
         directory = Path(directory)
         doc = cls.read_document(directory)
         dtype = doc.get("dtype", "float32")  # folders written before dtypes were recorded are float32
-        if dtype not in STORAGE_DTYPES:
+        if dtype not in DTYPES:
             raise UmafError(f"{directory / CONFIG_NAME}: unknown dtype {dtype!r}")
         model = cls._build(doc, directory / CONFIG_NAME)
         model._load_weights(directory / WEIGHTS_NAME, dtype)

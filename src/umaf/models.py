@@ -52,6 +52,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from umaf import pretrained
+from umaf.components import DTYPES
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.io import atomic_path
@@ -123,11 +124,6 @@ def _model_device(model: nn.Module) -> torch.device:
 # ----------------------------------------------------------------------------------- device and dtype
 
 #: Dtypes a model can be loaded in, by name.
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 #: Device types a model can be put on (``cuda`` and ``cuda:N``, ``mps``, ``cpu``).
 DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 import umaf
 from umaf.adapters.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_target_modules, preserved
 from umaf.capabilities import Capability, get_capability
+from umaf.components import dtype_name
 from umaf.config import cache_dir, data_lines
 from umaf.encoding import Encoded, collate, encode_example, leading_specials, pad_id, text_ids
 from umaf.errors import UmafError
@@ -305,7 +306,7 @@ def _oracle_meta(loaded: LoadedModel, target: str, cap: Capability, config: Orac
                  losses: list[float], accuracy: tuple[float, float], seconds: tuple[float, float]) -> dict:
     from umaf.zoo.build import loss_curve
 
-    dtype = str(loaded.dtype).removeprefix("torch.")
+    dtype = dtype_name(loaded.dtype)
     return {
         "target": target, "target_info": loaded.info.to_dict(), "capability": cap.name, "kind": cap.kind,
         "held_out": cap.held_out, "probe_hash": cap.probe_hash(), "config": config.to_dict(),

@@ -10,6 +10,7 @@ from typing import Any
 
 from umaf import __version__
 from umaf.bench.registry import QUICK_EVAL_LIMIT, SUITES, Suite, eval_limit
+from umaf.components import dtype_name
 from umaf.errors import UmafError
 from umaf.io import atomic_path, check_writable
 
@@ -41,8 +42,7 @@ def run_benchmark(
     check_writable(json_path, overwrite)
     with load_defaults(device, dtype):
         results = run(quick) if target is None else run(quick, target=target)
-        dtype_name = str(resolve_dtype(None)).removeprefix("torch.")
-        placed = {"device": str(resolve_device(None)), "dtype": dtype_name}
+        placed = {"device": str(resolve_device(None)), "dtype": dtype_name(resolve_dtype(None))}
     results = {"suite": suite, "umaf_version": __version__, "quick": quick, **placed, **results}
     with atomic_path(json_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

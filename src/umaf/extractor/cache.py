@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from umaf.capabilities import get_capability
+from umaf.components import dtype_name
 from umaf.config import cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -60,7 +61,7 @@ def cached_fingerprints(
     from umaf.models import load, resolve_dtype, weights_stamp
 
     caps = [get_capability(c) for c in capabilities]
-    tag = str(resolve_dtype(dtype)).removeprefix("torch.")
+    tag = dtype_name(resolve_dtype(dtype))
     folder = fingerprint_cache(extractor.extractor_hash) / slug(model)
     stamp = weights_stamp(model)  # a rebuilt model changes it: its fingerprints are read again
     paths = [folder / f"{slug(c.name)}-{tag}.safetensors" for c in caps]

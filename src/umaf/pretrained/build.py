@@ -22,6 +22,7 @@ import torch
 
 import umaf
 from umaf import pretrained
+from umaf.components import dtype_name
 from umaf.errors import UmafError
 from umaf.io import atomic_path, is_trained, slug
 
@@ -273,7 +274,7 @@ def ship(dest: Path, times: dict[str, float] | None = None) -> Path:
         doc = {
             "umaf_version": umaf.__version__,
             "torch_version": torch.__version__,
-            "dtype": str(SHIP_DTYPE).removeprefix("torch."),
+            "dtype": dtype_name(SHIP_DTYPE),
             "build_seconds": times or {},
             "precision": precision,
             "total_bytes": sum(p.stat().st_size for p in files),
