@@ -103,3 +103,16 @@ def no_shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import umaf.pretrained
 
     monkeypatch.setattr(umaf.pretrained, "SHIPPED_DIR", tmp_path / "nothing-shipped")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaMA (seed 1) saved as a local Hugging Face folder; tests only read it (a test that trains
+    oracles on its own target builds a fresh folder)."""
+    from umaf.models import build_tiny
+
+    path = tmp_path_factory.mktemp("models") / "tiny-llama"
+    loaded = build_tiny("llama", "xs", seed=1)
+    loaded.model.save_pretrained(path)
+    loaded.tokenizer.save_pretrained(path)
+    return path

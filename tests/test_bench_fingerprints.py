@@ -18,7 +18,6 @@ from umaf.bench.fingerprints import (
     Source,
     bench_capabilities,
     competence_metrics,
-    pool_features,
     random_projection,
     read_source,
     retrieval_metrics,
@@ -27,6 +26,7 @@ from umaf.bench.fingerprints import (
 )
 from umaf.capabilities import is_held_out
 from umaf.errors import UmafError
+from umaf.extractor.processor import pool_features
 from umaf.report.data import parse_target
 
 

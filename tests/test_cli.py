@@ -17,18 +17,6 @@ from umaf.errors import UmafError
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LLaMA saved as a local Hugging Face folder."""
-    from umaf.models import build_tiny
-
-    path = tmp_path_factory.mktemp("models") / "tiny-llama"
-    loaded = build_tiny("llama", "xs", seed=1)
-    loaded.model.save_pretrained(path)
-    loaded.tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def extractor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained extractor saved to disk (the CLI must accept any saved extractor)."""
     from umaf.extractor import CapabilityExtractor
@@ -45,16 +33,16 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def fingerprint_cli(capsys, tiny_dir, extractor_dir, out: Path, capability: str = "sentiment", *extra: str):
+def fingerprint_cli(capsys, model_dir, extractor_dir, out: Path, capability: str = "sentiment", *extra: str):
     return run_cli(
-        capsys, "fingerprint", tiny_dir, "-c", capability, "-o", out, "--extractor", extractor_dir, *extra
+        capsys, "fingerprint", model_dir, "-c", capability, "-o", out, "--extractor", extractor_dir, *extra
     )
 
 
-def test_fingerprint_then_compare(capsys, tiny_dir, extractor_dir, tmp_path):
+def test_fingerprint_then_compare(capsys, tiny_llama_dir, extractor_dir, tmp_path):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    assert fingerprint_cli(capsys, tiny_dir, extractor_dir, a, "sentiment", "--part", "0")[0] == 0
-    assert fingerprint_cli(capsys, tiny_dir, extractor_dir, b, "reverse", "--part", "1")[0] == 0
+    assert fingerprint_cli(capsys, tiny_llama_dir, extractor_dir, a, "sentiment", "--part", "0")[0] == 0
+    assert fingerprint_cli(capsys, tiny_llama_dir, extractor_dir, b, "reverse", "--part", "1")[0] == 0
     code, out, _ = run_cli(capsys, "compare", a, b, "--json")
     assert code == 0
     result = json.loads(out)
@@ -65,11 +53,11 @@ def test_fingerprint_then_compare(capsys, tiny_dir, extractor_dir, tmp_path):
     assert code == 0 and "[1]" in out and "sentiment" in out
 
 
-def test_overwrite_replaces_an_existing_output(capsys, tiny_dir, extractor_dir, tmp_path):
+def test_overwrite_replaces_an_existing_output(capsys, tiny_llama_dir, extractor_dir, tmp_path):
     """Without --overwrite an existing file is refused (tests/test_bad_input.py); with it, replaced."""
     out = tmp_path / "fp.safetensors"
     out.write_bytes(b"keep me")
-    assert fingerprint_cli(capsys, tiny_dir, extractor_dir, out, "sentiment", "--overwrite")[0] == 0
+    assert fingerprint_cli(capsys, tiny_llama_dir, extractor_dir, out, "sentiment", "--overwrite")[0] == 0
     assert out.read_bytes() != b"keep me"
 
 
@@ -90,28 +78,28 @@ def test_console_script_exit_code(tmp_path):
     assert proc.stderr.startswith("umaf: error: ") and "Traceback" not in proc.stderr
 
 
-def test_train_lora_then_eval_with_the_adapter(capsys, tiny_dir, tmp_path):
+def test_train_lora_then_eval_with_the_adapter(capsys, tiny_llama_dir, tmp_path):
     adapter = tmp_path / "oracle"
     code, _, _ = run_cli(
-        capsys, "train", "lora", "--target", tiny_dir, "-c", "parity", "--steps", "2", "-o", adapter
+        capsys, "train", "lora", "--target", tiny_llama_dir, "-c", "parity", "--steps", "2", "-o", adapter
     )
     assert code == 0 and (adapter / "adapter_config.json").is_file()
     code, out, _ = run_cli(
-        capsys, "eval", tiny_dir, "--adapter", adapter, "-c", "parity", "--limit", "4", "--json"
+        capsys, "eval", tiny_llama_dir, "--adapter", adapter, "-c", "parity", "--limit", "4", "--json"
     )
     assert code == 0
     result = json.loads(out)
     assert result["capability"] == "parity" and 0.0 <= result["accuracy"] <= 1.0
 
 
-def test_train_lora_library(capsys, tiny_dir, umaf_cache):
+def test_train_lora_library(capsys, tiny_llama_dir, umaf_cache):
     from umaf.adapters.oracles import library
 
-    lora = ("train", "lora", "--target", tiny_dir, "-c", "parity")
-    assert library(tiny_dir) == []
+    lora = ("train", "lora", "--target", tiny_llama_dir, "-c", "parity")
+    assert library(tiny_llama_dir) == []
     code, _, err = run_cli(capsys, *lora, "reverse", "--steps", "2")
     assert code == 0 and "2 oracles for" in err
-    assert [e.capability for e in library(tiny_dir)] == ["parity", "reverse"]
+    assert [e.capability for e in library(tiny_llama_dir)] == ["parity", "reverse"]
 
 
 # ------------------------------------------------------------------------------------- train flags

@@ -23,18 +23,6 @@ from umaf.models import (
 )
 
 
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LLaMA saved as a local Hugging Face folder."""
-    from umaf.models import build_tiny
-
-    path = tmp_path_factory.mktemp("device-models") / "tiny-llama"
-    tiny = build_tiny("llama", "xs", seed=3)
-    tiny.model.save_pretrained(path)
-    tiny.tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -52,12 +40,12 @@ def test_default_device_is_cuda_when_available(monkeypatch: pytest.MonkeyPatch, 
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "CUDA"])
-def test_cuda_without_cuda_is_one_line_error(no_cuda: None, llama_dir: Path, name: str) -> None:
+def test_cuda_without_cuda_is_one_line_error(no_cuda: None, tiny_llama_dir: Path, name: str) -> None:
     with pytest.raises(UmafError, match="CUDA is not available") as err:
         resolve_device(name)
     assert "\n" not in str(err.value)
     with pytest.raises(UmafError, match="CUDA is not available"):
-        load(llama_dir, device=name)
+        load(tiny_llama_dir, device=name)
 
 
 @pytest.mark.parametrize("name", ["tpu9", "xla", "cuda:x", "", "gpu"])
@@ -79,12 +67,12 @@ def test_names_parse_without_the_device_being_here(no_cuda: None) -> None:
         assert resolve_dtype(name) is dtype and resolve_dtype(dtype) is dtype
 
 
-def test_load_defaults_scope_the_defaults(no_cuda: None, llama_dir: Path) -> None:
+def test_load_defaults_scope_the_defaults(no_cuda: None, tiny_llama_dir: Path) -> None:
     with load_defaults("cpu", "bfloat16"):
-        assert load(llama_dir).dtype == torch.bfloat16
+        assert load(tiny_llama_dir).dtype == torch.bfloat16
         with load_defaults(dtype="float16"):  # None keeps the outer device
             assert default_device() == torch.device("cpu") and resolve_dtype(None) is torch.float16
-        assert load(llama_dir, dtype="float32").dtype == torch.float32  # an explicit dtype wins
+        assert load(tiny_llama_dir, dtype="float32").dtype == torch.float32  # an explicit dtype wins
     assert resolve_dtype(None) is torch.float32
 
 
@@ -92,33 +80,33 @@ def test_load_defaults_scope_the_defaults(no_cuda: None, llama_dir: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def bf16(llama_dir: Path):
-    loaded = load(llama_dir, dtype="bfloat16", device="cpu")
+def bf16(tiny_llama_dir: Path):
+    loaded = load(tiny_llama_dir, dtype="bfloat16", device="cpu")
     assert loaded.device == torch.device("cpu") and loaded.dtype == torch.bfloat16
     return loaded
 
 
-def test_bfloat16_fingerprint_stays_float32_and_matches(bf16, llama_dir: Path) -> None:
+def test_bfloat16_fingerprint_stays_float32_and_matches(bf16, tiny_llama_dir: Path) -> None:
     from umaf.extractor import CapabilityExtractor, fingerprint
 
     torch.manual_seed(0)
     extractor = CapabilityExtractor().eval()
     half = fingerprint(bf16, "plural", extractor, n_probes=16, progress=False)
-    full = fingerprint(load(llama_dir, device="cpu"), "plural", extractor, n_probes=16, progress=False)
+    full = fingerprint(load(tiny_llama_dir, device="cpu"), "plural", extractor, n_probes=16, progress=False)
     assert half.vector.dtype == torch.float32 and torch.isfinite(half.vector).all()
     assert float(torch.nn.functional.cosine_similarity(half.vector, full.vector, dim=0)) > 0.95
 
 
-def test_bfloat16_evaluates(bf16, llama_dir: Path) -> None:
+def test_bfloat16_evaluates(bf16, tiny_llama_dir: Path) -> None:
     from umaf.evaluation import evaluate, perplexity
 
     assert 0.0 <= evaluate(bf16, "plural", limit=4) <= 1.0
     assert math.isfinite(perplexity(bf16, texts=["a short line of text.", "another one."]))
-    assert 0.0 <= evaluate(str(llama_dir), "plural", limit=4, device="cpu", dtype="bfloat16") <= 1.0
+    assert 0.0 <= evaluate(str(tiny_llama_dir), "plural", limit=4, device="cpu", dtype="bfloat16") <= 1.0
 
 
-def test_loaded_model_moves_in_place(llama_dir: Path) -> None:
-    loaded = load(llama_dir, device="cpu")
+def test_loaded_model_moves_in_place(tiny_llama_dir: Path) -> None:
+    loaded = load(tiny_llama_dir, device="cpu")
     assert loaded.to("cpu", "bfloat16") is loaded and loaded.dtype == torch.bfloat16
 
 

@@ -33,7 +33,7 @@ from umaf.competence import has_lm_head, measure_competence
 from umaf.errors import UmafError
 from umaf.extractor import CapabilityExtractor, default_extractor
 from umaf.extractor.fingerprinting import capture_channels, model_features
-from umaf.extractor.processor import anchor_texts, layer_plan, process
+from umaf.extractor.processor import anchor_texts, layer_plan, pool_features, process
 from umaf.models import LoadedModel, load
 from umaf.similarity import SIMILARITIES
 
@@ -77,13 +77,6 @@ class Source:
     trained: tuple[str, ...] = ()
     accuracy: dict[str, float] = field(default_factory=dict)
     qualified: tuple[str, ...] = ()
-
-
-def pool_features(features: Tensor) -> Tensor:
-    """One vector per reading from the processor's ``features [depth_bins, probes, channels * anchors]``:
-    the mean over probes, flattened and z-scored (so that cosine compares profiles, not offsets)."""
-    pooled = features.float().mean(dim=1).flatten()  # [depth_bins * channels * anchors]
-    return (pooled - pooled.mean()) / pooled.std().clamp_min(1e-6)
 
 
 def read_source(

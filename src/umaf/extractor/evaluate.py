@@ -11,14 +11,15 @@ from torch import Tensor
 
 from umaf.extractor.bank import FeatureBank
 from umaf.extractor.model import CapabilityExtractor
+from umaf.extractor.processor import pool_features
 
 
 @torch.no_grad()
 def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bool = False) -> Tensor:
     """Unit fingerprints of both probe halves of every (model, class): ``[models, classes, 2, D]``.
 
-    ``raw=True`` gives the untrained baseline instead: the processed features averaged over the probes
-    (``D = depth_bins * channels * anchors``).
+    ``raw=True`` gives the untrained baseline instead (:func:`umaf.extractor.processor.pool_features`,
+    ``D = depth_bins * channels * anchors``), the same one the fingerprint bench reports.
     """
     out = []
     for c, half in enumerate(bank.halves):
@@ -27,7 +28,7 @@ def half_fingerprints(extractor: CapabilityExtractor, bank: FeatureBank, raw: bo
             feats = torch.stack(
                 [bank.features[m][c][:, lo:hi] for m in range(len(bank.models))]
             )  # [M, depth_bins, P, channels * anchors]
-            vec = feats.mean(2).flatten(1) if raw else extractor.encode(feats)  # [M, D]
+            vec = pool_features(feats) if raw else extractor.encode(feats)  # [M, D]
             halves.append(F.normalize(vec, dim=-1))
         out.append(torch.stack(halves, dim=1))  # [M, 2, D]
     return torch.stack(out, dim=1)  # [M, C, 2, D]

@@ -185,3 +185,12 @@ def process(
     if not torch.isfinite(features).all():
         raise UmafError("processed features contain NaN or infinite values (degenerate activations?)")
     return ProcessedFeatures(features.contiguous(), (weights @ separation).contiguous())
+
+
+def pool_features(features: Tensor) -> Tensor:
+    """The untrained baseline of a fingerprint: processed ``features [..., depth_bins, probes, A]`` averaged
+    over the probes, flattened and z-scored -> ``[..., depth_bins * A]`` (cosine then compares profiles,
+    not offsets)."""
+    pooled = features.float().mean(dim=-2).flatten(-2)  # [..., depth_bins * A]
+    return (pooled - pooled.mean(-1, keepdim=True)) / pooled.std(-1, keepdim=True).clamp_min(1e-6)
+
