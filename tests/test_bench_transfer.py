@@ -15,27 +15,37 @@ from umaf.bench.transfer import (
     TransferPlan,
     aggregate,
     bench_transfer,
-    pick_source,
+    nearest_training_capability,
+    plan_transfer,
     random_fingerprint,
     recovery,
     run_transfer,
-    transfer_capabilities,
 )
 from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES
 from umaf.fingerprint import Fingerprint
 from umaf.models import build_tiny
 
 
-def _row(cap: str, base: float, oracle: float, generated: dict[str, float], random: float,
-         held_out: bool = False, seconds: float = 10.0) -> dict:
-    """A measured row as :func:`measure_capability` makes it (perplexities included)."""
-    mean = sum(generated.values()) / len(generated)
-    return {"capability": cap, "held_out": held_out, "base": base, "oracle": oracle, "random": random,
-            "oracle_gain": oracle - base, "included": oracle - base >= MIN_ORACLE_GAIN,
-            "generated": generated, "generated_mean": mean, "oracle_train_seconds": seconds,
-            "recovery": {s: recovery(a, base, oracle) for s, a in generated.items()},
-            "recovery_mean": recovery(mean, base, oracle), "recovery_random": recovery(random, base, oracle),
-            "gen_seconds": [0.2, 0.4], "perplexity_generated": 11.0, "perplexity_oracle": 10.5}
+def _row(cap: str, group: str, base: float, oracle: float, generated: dict[str, float],
+         **others: float) -> dict:
+    """A measured row as :func:`measure_capability` makes it (``others``: retrieval, multitask, wrong,
+    random and untrained accuracies, default 0)."""
+    rec = lambda v: recovery(v, base, oracle)  # noqa: E731
+    row = {"capability": cap, "group": group, "base": base, "oracle": oracle, "oracle_gain": oracle - base,
+           "included": oracle - base >= MIN_ORACLE_GAIN, "generated": generated, "oracle_train_seconds": 10.0,
+           "recovery": {s: rec(a) for s, a in generated.items()},
+           "perplexity_generated": 11.0, "perplexity_oracle": 10.5}
+    for key in ("retrieval", "multitask", "wrong", "random", "untrained"):
+        row[key] = others.get(key, 0.0)
+        row[f"recovery_{key}"] = rec(row[key])
+    row["recovery_out_of_sample"] = rec(generated["zoo:q-gpt2-xs-b"])
+    return row
+
+
+def _plan(**kw: object) -> TransferPlan:
+    base = dict(target="t", seen=["plural"], heldout_instances=["add_k:10"], heldout=["capital"],
+                sources=["zoo:q-gpt2-xs-b"], in_sample=["minilm"], world=["plural", "reverse", "antonym"])
+    return TransferPlan(**{**base, **kw})
 
 
 def test_recovery_arithmetic() -> None:
@@ -45,34 +55,48 @@ def test_recovery_arithmetic() -> None:
     assert recovery(0.3, 0.5, 0.5) is None and recovery(0.3, 0.5, 0.4) is None
 
 
-def test_aggregate_leaves_out_weak_oracles() -> None:
-    families = {"zoo:gpt2-m-b": "gpt2", "zoo:t5-s-b": "t5", "minilm": "minilm"}
+def test_aggregate_groups_baselines_and_controls() -> None:
+    src = "zoo:q-gpt2-xs-b"
     rows = [
-        _row("plural", 0.0, 1.0, {"zoo:gpt2-m-b": 0.8, "minilm": 0.6}, 0.1, seconds=30.0),
-        _row("reverse", 0.2, 0.6, {"zoo:gpt2-m-b": 0.4, "minilm": 0.4}, 0.2),
-        _row("capital", 0.1, 0.9, {"zoo:t5-s-b": 0.5, "minilm": 0.3}, 0.1, held_out=True),
-        _row("parity", 0.5, 0.55, {"zoo:gpt2-m-b": 0.0, "minilm": 0.0}, 0.0),  # oracle gains 0.05: excluded
+        _row("plural", "seen", 0.0, 1.0, {src: 0.8, "minilm": 0.6}, retrieval=0.5, multitask=0.4, wrong=0.1),
+        _row("add_k:10", "heldout_instances", 0.2, 0.6, {src: 0.4, "minilm": 0.3}, multitask=0.3),
+        _row("capital", "heldout", 0.1, 0.9, {src: 0.5, "minilm": 0.3}, retrieval=0.3, untrained=0.5),
+        _row("parity", "seen", 0.5, 0.55, {src: 0.0, "minilm": 0.0}),  # oracle gains 0.05: excluded
     ]
-    out = aggregate(rows, families, base_perplexity=10.0)
-    assert out["excluded"] == ["parity"] and out["n_included_seen"] == 2 and out["n_included_heldout"] == 1
-    assert out["recovery_seen"] == pytest.approx((0.7 + 0.5) / 2)  # plural: mean 0.7; reverse: 0.2 / 0.4
-    assert out["recovery_heldout"] == pytest.approx(0.3 / 0.8)  # capital: mean 0.4
-    assert out["recovery_random_control"] == pytest.approx((0.1 + 0.0 + 0.0) / 3)
-    assert out["recovery_heldout_family"] == pytest.approx(0.5)  # t5 on capital: 0.4 / 0.8
-    by_family = out["recovery_by_source_family"]
-    assert by_family["gpt2"] == {"seen": pytest.approx(0.65), "heldout": None}
-    assert by_family["minilm"]["heldout"] == pytest.approx(0.25)
+    out = aggregate(rows, _plan(), base_perplexity=10.0, gen_seconds=[0.2, 0.4])
+    assert out["excluded"] == ["parity"]
+    assert out["n_included"] == {"seen": 1, "heldout_instances": 1, "heldout": 1}
+    assert out["n_train_capabilities"] == 3
+    assert out["recovery_seen"] == pytest.approx(0.8) and out["recovery_seen_in_sample"] == pytest.approx(0.6)
+    assert out["recovery_heldout_instances"] == pytest.approx(0.5)
+    assert out["recovery_heldout"] == pytest.approx(0.4 / 0.8)
+    assert out["recovery_baseline_retrieval_seen"] == pytest.approx(0.5)
+    assert out["recovery_baseline_multitask_heldout_instances"] == pytest.approx(0.25)
+    assert out["recovery_baseline_retrieval_heldout"] == pytest.approx(0.2 / 0.8)
+    assert out["recovery_wrong_capability"] == pytest.approx((0.1 - 0.5 - 0.125) / 3)
+    assert out["recovery_untrained_source"] == pytest.approx((0.0 - 0.5 + 0.5) / 3)
     assert out["gen_seconds"] == pytest.approx(0.3) and out["oracle_train_seconds"] == pytest.approx(10.0)
     assert out["perplexity_rise"] == pytest.approx(0.1)
     assert out["perplexity_rise_oracle"] == pytest.approx(0.05)
-    assert out["accuracy_oracle"] == pytest.approx((1.0 + 0.6 + 0.9) / 3)
 
 
 def test_aggregate_with_nothing_included() -> None:
-    out = aggregate([_row("parity", 0.5, 0.55, {"minilm": 0.5}, 0.5)], {})
+    out = aggregate([_row("parity", "seen", 0.5, 0.55, {"zoo:q-gpt2-xs-b": 0.5})], _plan())
     assert out["recovery_seen"] is None and out["recovery_random_control"] is None
     assert out["perplexity_base"] is None and out["excluded"] == ["parity"]
     json.dumps(out)  # no NaN in the JSON
+
+
+def test_nearest_training_capability_skips_the_query_itself() -> None:
+    def fp(*v: float) -> Fingerprint:
+        vec = torch.zeros(FINGERPRINT_DIM)
+        vec[: len(v)] = torch.tensor(v)
+        return Fingerprint(vec / vec.norm(), torch.ones(8), {})
+
+    gallery = {"plural": fp(1, 0), "reverse": fp(0.9, 0.1), "antonym": fp(0, 1)}
+    assert nearest_training_capability(fp(1, 0), gallery, exclude="capital") == "plural"
+    assert nearest_training_capability(fp(1, 0), gallery, exclude="plural") == "reverse"
+    assert nearest_training_capability(fp(0.1, 1), gallery, exclude="plural") == "antonym"
 
 
 def test_random_fingerprint_keeps_the_metadata() -> None:
@@ -84,18 +108,22 @@ def test_random_fingerprint_keeps_the_metadata() -> None:
     assert not torch.equal(control.vector, random_fingerprint(fp, seed=4).vector)
 
 
-def test_planning_helpers() -> None:
+def test_plan_reads_the_generator_report() -> None:
     from types import SimpleNamespace
 
-    entries = [SimpleNamespace(name="gpt2-xs-a", size="xs", trained=("plural",)),
-               SimpleNamespace(name="gpt2-m-b", size="m", trained=("reverse",)),
-               SimpleNamespace(name="gpt2-s-c", size="s", trained=("reverse",))]
-    assert pick_source(entries, "plural").name == "gpt2-xs-a"  # trained on it beats size
-    assert pick_source(entries, "reverse").name == "gpt2-m-b"
-    caps = transfer_capabilities(("plural", "capital"), quick=False)
-    assert "plural" not in caps and "capital" in caps and "reverse" in caps
-    real = transfer_capabilities((), quick=False)
-    assert len(real) >= 6 and sum(c in HELD_OUT_CAPABILITIES for c in real) >= 2
+    from umaf.errors import UmafError
+
+    report = {"e2e_capabilities": ["plural", "antonym", "reverse"], "sources": ["minilm", "zoo:q-gpt2-xs-a"],
+              "val_sources": ["zoo:q-gpt2-xs-b", "zoo:q-t5-xs-a"]}
+    plan = plan_transfer("smollm2", False, SimpleNamespace(training_report=report))
+    assert plan.seen == ["plural", "antonym"] and plan.heldout == list(HELD_OUT_CAPABILITIES)
+    assert plan.sources == ["zoo:q-gpt2-xs-b", "zoo:q-t5-xs-a"] and plan.in_sample == ["minilm"]
+    assert all(plan.group(c) == "heldout_instances" for c in plan.heldout_instances)
+    assert plan.group("capital") == "heldout" and plan.group("plural") == "seen"
+    with pytest.raises(UmafError, match="held-apart"):
+        plan_transfer("smollm2", False, SimpleNamespace(training_report={**report, "val_sources": []}))
+    with pytest.raises(UmafError, match="training capabilities"):
+        plan_transfer("smollm2", False, SimpleNamespace(training_report={}))
 
 
 class StandInGenerator:
@@ -113,7 +141,8 @@ class StandInGenerator:
         assert generator is self
         real = any(torch.equal(fp.vector, v.vector) for v in self.known.values())
         cap = fp.meta["capability"]
-        source = cap if real else next(c for c in self.oracles if c != cap)
+        other = next(c for c in self.oracles if c != cap)
+        source = cap if real and cap in self.oracles else other
         shutil.copytree(self.oracles[source], output)
         weights = output / "adapter_model.safetensors"
         scale = 0.5 if real else 1.0
@@ -148,8 +177,8 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
     from umaf.models import load
 
     source = setup["source"]
-    caps = ["uppercase", "capital"]
-    plan = TransferPlan(setup["target"], caps, {c: [source] for c in caps}, {source: "gpt2"}, eval_limit=8)
+    plan = TransferPlan(setup["target"], ["uppercase"], [], ["capital"], [source], [],
+                        ["uppercase", "reverse"], eval_limit=8)
     fps = transfer.read_fingerprints(plan, setup["extractor"])
     monkeypatch.setattr(transfer, "read_fingerprints", lambda p, e: fps)
     codes: dict[tuple[str, str | None], float] = {}
@@ -158,32 +187,34 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
     def evaluate(loaded, cap, adapter=None, limit=None):  # noqa: ANN001, ANN202
         assert limit == 8 and 0.0 <= real_evaluate(loaded, cap, adapter, limit=limit) <= 1.0
         key = (cap, None if adapter is None else Path(adapter).name)
-        return codes.setdefault(key, 0.05 + 0.1 * len(codes))  # a distinct accuracy per (capability, adapter)
+        return codes.setdefault(key, 0.02 + 0.11 * len(codes))  # a distinct figure per (capability, adapter)
 
     monkeypatch.setattr(umaf.evaluation, "evaluate", evaluate)
     stand_in = StandInGenerator(setup["oracles"], fps, tmp_path)
     out = run_transfer(plan, setup["extractor"], stand_in, stand_in.generate, progress=False)
     rows = {r["capability"]: r for r in out["capabilities"]}
-    assert rows["capital"]["held_out"] and not rows["uppercase"]["held_out"]
+    assert rows["capital"]["group"] == "heldout" and rows["uppercase"]["group"] == "seen"
     target, given = load(setup["target"]), dict(stand_in.calls)
     for cap, row in rows.items():  # each figure comes from the adapter it names
         reading, control = fps[source, cap], given[f"{cap}-random"]
         assert torch.equal(given[f"{cap}-0"].vector, reading.vector)  # the source's own reading
         assert control.meta == reading.meta and not torch.equal(control.vector, reading.vector)
+        assert torch.equal(given[f"{cap}-wrong"].vector, fps[source, row["wrong_from"]].vector)
+        assert row["wrong_from"] != cap and row["retrieved"] != cap and row["retrieved"] in plan.world
+        assert torch.equal(given[f"{cap}-retrieval"].vector, fps[source, row["retrieved"]].vector)
+        assert torch.equal(given[f"{cap}-untrained-0"].vector, fps["random-init", cap].vector)
         base, oracle = codes[cap, None], codes[cap, setup["oracles"][cap].name]
         assert (row["base"], row["oracle"]) == (base, oracle)
-        assert row["oracle_gain"] == pytest.approx(oracle - base)
         assert row["generated"] == {source: codes[cap, f"{cap}-0"]}
-        assert row["random"] == codes[cap, f"{cap}-random"]
+        assert row["random"] == codes[cap, f"{cap}-random"] and row["wrong"] == codes[cap, f"{cap}-wrong"]
+        assert row["multitask"] == codes[cap, Path(out["multitask_path"]).name]
         assert row["recovery"][source] == pytest.approx((row["generated"][source] - base) / (oracle - base))
         assert row["perplexity_generated"] == pytest.approx(perplexity(target, tmp_path / f"{cap}-0"))
         assert row["perplexity_oracle"] == pytest.approx(perplexity(target, setup["oracles"][cap]))
-        assert row["oracle_train_seconds"] > 0 and len(row["gen_seconds"]) == 2
-    assert len(codes) == 4 * len(caps)  # base, oracle, generated and control, once each
     assert out["perplexity_base"] == pytest.approx(perplexity(target, None))
-    seen, held = rows["uppercase"], rows["capital"]
-    assert out["recovery_seen"] == pytest.approx(seen["recovery_mean"])
-    assert out["recovery_heldout"] == pytest.approx(held["recovery_mean"])
+    assert out["recovery_seen"] == pytest.approx(rows["uppercase"]["recovery_out_of_sample"])
+    assert out["recovery_heldout"] == pytest.approx(rows["capital"]["recovery_out_of_sample"])
+    assert out["n_train_capabilities"] == 2 and out["multitask_train_seconds"] > 0
     json.dumps(out)
 
 
@@ -201,13 +232,14 @@ def test_suite_wires_the_generator_api(setup: dict, monkeypatch: pytest.MonkeyPa
     import umaf.extractor
     import umaf.generator
 
-    plan = TransferPlan(setup["target"], ["uppercase"], {"uppercase": [setup["source"]]}, eval_limit=4)
+    plan = TransferPlan(setup["target"], ["uppercase"], [], [], [setup["source"]], [],
+                        ["uppercase", "reverse"], eval_limit=4)
     fps = transfer.read_fingerprints(plan, setup["extractor"])
     stand_in = StandInGenerator(setup["oracles"], fps, tmp_path)
     monkeypatch.setattr(umaf.generator, "default_generator", lambda target: stand_in)
     monkeypatch.setattr(umaf.generator, "generate_adapter", stand_in.generate)
     monkeypatch.setattr(umaf.extractor, "default_extractor", lambda: setup["extractor"])
-    monkeypatch.setattr(transfer, "plan_transfer", lambda target, quick: plan)
+    monkeypatch.setattr(transfer, "plan_transfer", lambda target, quick, generator: plan)
     monkeypatch.setattr(transfer, "read_fingerprints", lambda p, e: fps)
     out = bench_transfer(quick=True, target=setup["target"])
     assert out["target"] == setup["target"]

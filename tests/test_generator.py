@@ -49,7 +49,8 @@ def make_fp(extractor_hash: str = EXTRACTOR_HASH, seed: int = 0) -> Fingerprint:
 
 
 def small_config(**overrides: object) -> GeneratorConfig:
-    base = dict(target=TARGET, rank=2, gen_rank=4, task_dim=16, emb_dim=8, hidden=32, n_blocks=1, dropout=0.0)
+    base = dict(target=TARGET, rank=2, gen_rank=4, task_dim=16, emb_dim=8, hidden=32, n_blocks=1, dropout=0.0,
+                e2e_steps=0)
     return GeneratorConfig(**{**base, **overrides})
 
 
@@ -346,7 +347,9 @@ def trained(tiny_library, tiny_models: dict, small_extractor, tmp_path_factory) 
         warmup=5,
         progress=False,
         e2e_steps=3,
-        e2e_batch_size=4,
+        e2e_caps_per_step=2,
+        e2e_examples_per_cap=2,
+        capabilities=("reverse", "uppercase", "first_letter"),
     )
     kwargs = dict(
         extractor=small_extractor,

@@ -80,11 +80,13 @@ def _cmd_capabilities(args: argparse.Namespace) -> None:
     from umaf.capabilities import get_capability, list_capabilities, list_families
 
     if args.action == "list":
-        for name in list_capabilities(kind=args.kind):
+        for name in list_capabilities(kind=args.kind, extended=args.all):
             cap = get_capability(name)
             flag = " (held out)" if cap.held_out else ""
             print(f"{name:16} {cap.kind:15} {cap.description}{flag}")
         print(f"parametric families: {', '.join(list_families())}  (use as family:param, e.g. add_k:7)")
+        if not args.all:
+            print("more named capabilities (the adapter generator's training world): --all")
         return
     if not args.name:
         raise UmafError("capabilities show needs a capability name or a .jsonl file")
@@ -406,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "show"))
     p.add_argument("name", nargs="?", help="capability to show")
     p.add_argument("--kind", help="only list this kind")
+    p.add_argument("--all", action="store_true",
+                   help="also list the named capabilities of the adapter generator's wider training world")
     p.set_defaults(func=_cmd_capabilities)
 
     p = sub.add_parser("zoo", help="build or list the model zoo")
@@ -461,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark and write its JSON")
     p.add_argument("suite", choices=("fingerprints", "transfer", "fusion", "size"))
-    p.add_argument("--target", help="transfer, fusion, size: target model (default zoo:llama-m-a)")
+    p.add_argument("--target", help="transfer, fusion, size: target model "
+                   "(default: smollm2 for transfer, zoo:llama-m-a otherwise)")
     p.add_argument("--json", required=True, type=Path, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
     _add_placement(p)

@@ -467,3 +467,44 @@ __all__ = [
     "default_config", "encode_train_split", "fit_lora", "fit_oracle", "is_cached", "library", "library_dir",
     "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config", "train_oracle",
 ]
+
+
+def multitask_dir(target: str, capabilities: Sequence[str], config: OracleConfig) -> Path:
+    """Cache folder of the multi-task LoRA of ``target`` on ``capabilities`` made with ``config``
+    (outside the oracle library, which holds one capability per adapter)."""
+    import hashlib
+
+    key = json.dumps({"capabilities": sorted(capabilities), "config": config.to_dict()}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "baselines" / slug(target) / f"multitask-{digest}"
+
+
+def train_multitask(target: str | LoadedModel, capabilities: Sequence[str], config: ConfigLike = None,
+                    progress: bool = True) -> tuple[Path, float]:
+    """One LoRA trained on the union of the train splits of ``capabilities`` (the baseline every
+    generator has to beat: one adapter for all known tasks), cached; returns its folder and the
+    seconds its training took. ``config`` as for :func:`train_oracle` (its ``steps`` cover all tasks)."""
+    from umaf.capabilities import check_trainable
+
+    check_trainable(capabilities)
+    loaded, config = load_target(target, config)
+    check_generative(loaded)
+    name = loaded.info.name if isinstance(target, LoadedModel) else str(target)
+    path = multitask_dir(name, capabilities, config)
+    meta_file = path / ORACLE_FILE
+    if meta_file.is_file():
+        return path, float(json.loads(meta_file.read_text())["train_seconds"])
+    items = [enc for cap in capabilities
+             for enc in encode_train_split(loaded, get_capability(cap), config.max_length)]
+    with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
+        start = time.perf_counter()
+        replay = replay_items(loaded, config.max_length) if config.replay > 0 else []
+        losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, "multitask", replay)
+        seconds = time.perf_counter() - start
+        meta = {"target": name, "capabilities": list(capabilities), "config": config.to_dict(),
+                "n_train": len(items), "train_seconds": round(seconds, 3),
+                "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+                "umaf_version": umaf.__version__}
+        with atomic_path(path, overwrite=True, is_dir=True) as tmp:
+            _save_adapter(peft_model, tmp, meta)
+    return path, seconds

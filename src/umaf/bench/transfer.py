@@ -1,14 +1,23 @@
 """Transfer suite (M3 transfer, M6 cost, M7 harm): does a generated adapter give the target the capability?
 
-For every capability the target is measured four ways on the eval split: as it is (base), with the
-adapter generated from each source's fingerprint (sources are of *other* families than the target),
-with its oracle LoRA, and with an adapter generated from a random unit vector carrying the same
-metadata (the control: what the generator installs when the fingerprint says nothing).
-``recovery = (generated - base) / (oracle - base)`` is reported per capability and source, and
-aggregated over seen and held-out capabilities and per source family. Capabilities whose oracle gains
-less than :data:`MIN_ORACLE_GAIN` over base are reported but left out of the aggregates, since the
-ratio means nothing there. Generation time (fingerprint in, PEFT folder out) is set against oracle
-training time, and perplexity on general text against the base model's.
+Every capability of the plan is measured on its full eval split, in one run, as:
+
+- ``base`` and ``oracle`` (a PEFT LoRA trained on the capability: the yardstick, also for held-out ones);
+- ``generated`` from each source's fingerprint. *Out-of-sample* sources are models the generator never
+  read in training (its ``val_sources``: another zoo model of a trained family, and a model of the
+  held-out family); *in-sample* ones (MiniLM) are reported apart;
+- two baselines a generator has to beat: ``retrieval`` (the adapter of the training capability whose
+  fingerprint, read from the same source, is nearest: what the generator learnt for the closest known
+  task) and ``multitask`` (one LoRA trained on the train splits of all the generator's capabilities);
+- controls that can fail: ``wrong`` (the adapter of *another* capability's real fingerprint, scored on
+  this one), ``untrained`` (fingerprints from sources that lack the capability: a randomly initialised
+  model, and a zoo model of the same family and size not trained on it), and ``random`` (a random unit
+  vector, which the generator is taught to map to no change: reported, not a target).
+
+``recovery = (x - base) / (oracle - base)`` per capability; aggregates are means over capabilities whose
+oracle gains at least :data:`MIN_ORACLE_GAIN`, split into seen capabilities (in the generator's
+training world), held-out instances of trained families, and held-out named capabilities
+(:func:`umaf.capabilities.is_held_out` decides; none of them is in any UMAF training).
 """
 
 from __future__ import annotations
@@ -25,27 +34,33 @@ import torch
 from tqdm.auto import tqdm
 
 from umaf.bench.registry import SUITES, eval_limit
-from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
-from umaf.config import FINGERPRINT_DIM
+from umaf.capabilities import get_capability, is_held_out
+from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES, HELD_OUT_INSTANCES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 
 #: Oracles that gain less than this over base are left out of every aggregate.
 MIN_ORACLE_GAIN = 0.1
-#: Real source models (besides the zoo).
+#: Real source models (besides the zoo): in the generator's training sources, so reported apart.
 REAL_SOURCES: tuple[str, ...] = ("minilm",)
-#: Capabilities measured on a target outside the zoo (>= 6, >= 2 held out), e.g. ``smollm2``.
-REAL_TARGET_CAPABILITIES: tuple[str, ...] = (
-    "plural", "antonym", "past_tense", "sentiment", "uppercase", "number_word",  # seen
-    "topic", "subtract", "capital",  # held out
+#: Seen capabilities measured (those in the generator's training world), named first then world ones.
+SEEN_CAPABILITIES: tuple[str, ...] = (
+    "plural", "antonym", "past_tense", "sentiment", "uppercase", "synonym", "country_language",
 )
-#: Zoo families used as sources, in preference order (``quick`` keeps the first two).
-SOURCE_FAMILIES: tuple[str, ...] = ("gpt2", "bert", "mixtral", "t5", "llama")
-_SIZE_ORDER = {"m": 0, "s": 1, "xs": 2}
+#: Held-out instances measured (of :data:`umaf.config.HELD_OUT_INSTANCES`; quick mode keeps the first two).
+HELDOUT_INSTANCES: tuple[str, ...] = ("add_k:10", "prefix:3", "suffix:2", "kth_letter:2")
+#: A randomly initialised model: a source that has no capability at all.
+RANDOM_INIT_SOURCE = ("gpt2", "xs", 1)
+#: The generator's multi-task baseline LoRA trains this many steps per 100 capabilities (at least one
+#: oracle's budget).
+MULTITASK_STEPS_PER_100 = 200
 TARGETS = {
-    "recovery_seen": ">= 0.8",
-    "recovery_heldout": ">= 0.4",
-    "recovery_random_control": "<= 0.15",
+    "n_train_capabilities": ">= 200",
+    "recovery_seen": ">= 0.9",
+    "recovery_heldout_instances": ">= 0.7",
+    "recovery_heldout": ">= 0.5, and >= 0.15 above the better baseline",
+    "recovery_wrong_capability": "<= 0.1",
+    "recovery_untrained_source": "<= 0.3",
     "gen_seconds": "<= 1.0",
     "perplexity_rise": "<= 0.05",
 }
@@ -53,82 +68,95 @@ TARGETS = {
 
 @dataclass
 class TransferPlan:
-    """What one run measures: capabilities and, per capability, the source models to read it from."""
+    """What one run measures: capabilities in three groups and the sources to read them from."""
 
     target: str
-    capabilities: list[str]
-    sources: dict[str, list[str]]  # capability -> source model ids
-    families: dict[str, str] = field(default_factory=dict)  # source model id -> family label
+    seen: list[str]
+    heldout_instances: list[str]
+    heldout: list[str]
+    sources: list[str]  # out-of-sample: never read in generator training
+    in_sample: list[str]  # read in generator training (on training capabilities)
+    world: list[str]  # the generator's training capabilities (retrieval gallery, multi-task LoRA)
+    untrained: dict[str, list[str]] = field(default_factory=dict)  # capability -> zoo models lacking it
     eval_limit: int | None = None
+
+    @property
+    def capabilities(self) -> list[str]:
+        return self.seen + self.heldout_instances + self.heldout
+
+    def group(self, capability: str) -> str:
+        if capability in self.heldout:
+            return "heldout"
+        return "heldout_instances" if capability in self.heldout_instances else "seen"
 
 
 # ------------------------------------------------------------------------------------------ planning
 
 
-def _target_family(target: str, zoo: Sequence[Any]) -> tuple[str, tuple[str, ...]]:
-    """(family, trained capabilities) of a zoo target; a target outside the zoo has no trained list."""
-    for entry in zoo:
-        if entry.model_id == target:
-            return entry.family, tuple(entry.trained)
-    from umaf.models import load
-
-    return load(target).info.family, ()
-
-
-def pick_source(entries: Sequence[Any], capability: str) -> Any:
-    """The zoo model that best shows ``capability``: trained on it first, then the largest, then by name."""
-    return min(entries, key=lambda e: (capability not in e.trained, _SIZE_ORDER.get(e.size, 9), e.name))
-
-
-def transfer_capabilities(trained: Sequence[str], quick: bool) -> list[str]:
-    """Named capabilities a zoo target was not trained on (what an adapter can add), plus the held-out
-    ones; a target with no zoo record gets :data:`REAL_TARGET_CAPABILITIES`."""
-    if not trained:
-        caps = list(REAL_TARGET_CAPABILITIES)
-    else:
-        caps = [c for c in list_capabilities() if c not in trained or is_held_out(c)]
-    if quick:
-        seen = [c for c in caps if not is_held_out(c)][:3]
-        caps = seen + [c for c in caps if is_held_out(c)][:2]
-    return caps
-
-
-def plan_transfer(target: str, quick: bool) -> TransferPlan:
-    """Capabilities and cross-family sources for ``target`` from the zoo on disk (the full one if built)."""
+def _zoo_untrained(capability: str, sources: Sequence[str]) -> list[str]:
+    """Zoo models of the same family and size as an out-of-sample source that were not trained on
+    ``capability`` while that source was (a model that lacks the capability, all else equal)."""
     from umaf.zoo import list_zoo
 
-    zoo = list_zoo() or list_zoo(quick=True)
-    family, trained = _target_family(target, zoo)
-    caps = transfer_capabilities(trained, quick)
-    families = [f for f in SOURCE_FAMILIES if f != family and any(e.family == f for e in zoo)]
-    families = families[:2] if quick else families
-    sources: dict[str, list[str]] = {}
-    labels = {name: name for name in REAL_SOURCES}
-    for cap in caps:
-        picked = [pick_source([e for e in zoo if e.family == f], cap) for f in families]
-        labels.update({e.model_id: e.family for e in picked})
-        sources[cap] = [e.model_id for e in picked] + list(REAL_SOURCES)
-    return TransferPlan(target, caps, sources, labels, eval_limit=eval_limit(quick))
+    zoo = list_zoo(quick=True) + list_zoo()
+    by_id = {e.model_id: e for e in zoo}
+    out = []
+    for source in sources:
+        entry = by_id.get(source)
+        if entry is None or capability not in entry.trained:
+            continue
+        out += [e.model_id for e in zoo if e.family == entry.family and e.size == entry.size
+                and capability not in e.trained and e.model_id not in out]
+    return out[:1]
+
+
+def plan_transfer(target: str, quick: bool, generator: Any) -> TransferPlan:
+    """Capabilities and sources for ``target`` from what ``generator`` was trained on (its report)."""
+    report = generator.training_report or {}
+    world = list(report.get("e2e_capabilities") or report.get("capabilities") or [])
+    if not world:
+        raise UmafError("the generator records no training capabilities; retrain it "
+                        "with `umaf train generator`")
+    trained_sources = set(report.get("sources", []))
+    sources = [s for s in report.get("val_sources", []) if s not in trained_sources]
+    if not sources:
+        raise UmafError("the generator records no held-apart sources to read out-of-sample fingerprints from")
+    seen = [c for c in SEEN_CAPABILITIES if c in world]
+    instances = [c for c in HELDOUT_INSTANCES if c in HELD_OUT_INSTANCES]
+    heldout = list(HELD_OUT_CAPABILITIES)
+    if quick:
+        seen, instances, heldout = seen[:2], instances[:2], heldout[:3]
+    in_sample = [s for s in REAL_SOURCES if s in trained_sources]
+    plan = TransferPlan(target, seen, instances, heldout, sources, in_sample, world,
+                        eval_limit=eval_limit(quick))
+    plan.untrained = {c: _zoo_untrained(c, sources) for c in plan.capabilities}
+    return plan
 
 
 # ---------------------------------------------------------------------------------------- measuring
 
 
 def read_fingerprints(plan: TransferPlan, extractor: Any) -> dict[tuple[str, str], Fingerprint]:
-    """Fingerprint of every (source, capability) pair of the plan; each source is loaded once."""
+    """Fingerprint of every (source, capability) pair the run reads: plan capabilities from every source,
+    the training world from the first out-of-sample source (the retrieval gallery), and the random-init
+    model's (key ``"random-init"``)."""
     from umaf.extractor import fingerprint
-    from umaf.models import load
+    from umaf.extractor.cache import cached_fingerprints
+    from umaf.models import build_tiny
 
-    by_source: dict[str, list[str]] = {}
-    for cap, sources in plan.sources.items():
-        for source in sources:
-            by_source.setdefault(source, []).append(cap)
-    fps = {}
-    for source, caps in tqdm(by_source.items(), desc="source fingerprints", unit="model"):
-        loaded = load(source)
-        for cap in caps:
-            fps[source, cap] = fingerprint(loaded, cap, extractor, progress=False)
-        del loaded
+    wanted: dict[str, list[str]] = {s: list(plan.capabilities) for s in plan.sources + plan.in_sample}
+    wanted[plan.sources[0]] += [c for c in plan.world if c not in plan.capabilities]
+    for cap, models in plan.untrained.items():
+        for model in models:
+            wanted.setdefault(model, []).append(cap)
+    fps: dict[tuple[str, str], Fingerprint] = {}
+    for source, caps in tqdm(wanted.items(), desc="source fingerprints", unit="model"):
+        for cap, fp in zip(caps, cached_fingerprints(source, caps, extractor)[0], strict=True):
+            fps[source, cap] = fp
+    family, size, seed = RANDOM_INIT_SOURCE
+    random_init = build_tiny(family, size, seed=seed)
+    for cap in plan.capabilities:
+        fps["random-init", cap] = fingerprint(random_init, cap, extractor, progress=False)
     return fps
 
 
@@ -139,10 +167,18 @@ def random_fingerprint(fp: Fingerprint, seed: int) -> Fingerprint:
     return Fingerprint(vector / vector.norm(), fp.layer_profile, dict(fp.meta))
 
 
-def recovery(generated: float, base: float, oracle: float) -> float | None:
-    """Share of the oracle's gain a generated adapter recovers; None when the oracle gains nothing."""
+def nearest_training_capability(query: Fingerprint, gallery: dict[str, Fingerprint], exclude: str) -> str:
+    """The gallery capability (other than ``exclude``) whose fingerprint is nearest to ``query`` (cosine)."""
+    names = [c for c in gallery if c != exclude]
+    vectors = torch.stack([gallery[c].vector for c in names])
+    sims = torch.nn.functional.cosine_similarity(vectors, query.vector[None], dim=-1)
+    return names[int(sims.argmax())]
+
+
+def recovery(value: float, base: float, oracle: float) -> float | None:
+    """Share of the oracle's gain an adapter recovers; None when the oracle gains nothing."""
     gain = oracle - base
-    return None if gain <= 0 else (generated - base) / gain
+    return None if gain <= 0 else (value - base) / gain
 
 
 @dataclass
@@ -155,17 +191,22 @@ class Measurer:
     workdir: Path
     eval_limit: int | None = None
     base_perplexity: float = float("nan")
+    gen_seconds: list[float] = field(default_factory=list)
 
     def accuracy(self, cap: str, adapter: Path | None = None) -> float:
         from umaf.evaluation import evaluate
 
         return evaluate(self.loaded, cap, adapter, limit=self.eval_limit)
 
-    def timed_adapter(self, fp: Fingerprint, name: str) -> tuple[Path, float]:
+    def adapter(self, fp: Fingerprint, name: str) -> Path:
         out = self.workdir / name
         start = time.perf_counter()
         self.generate(fp, self.generator, out)
-        return out, time.perf_counter() - start
+        self.gen_seconds.append(time.perf_counter() - start)
+        return out
+
+    def generated_accuracy(self, cap: str, fp: Fingerprint, name: str) -> float:
+        return self.accuracy(cap, self.adapter(fp, name))
 
     def perplexity(self, adapter: Path | None) -> float:
         from umaf.evaluation import perplexity
@@ -173,30 +214,38 @@ class Measurer:
         return perplexity(self.loaded, adapter)
 
 
-def measure_capability(m: Measurer, cap: str, fps: dict[str, Fingerprint], oracle: Path,
-                       oracle_seconds: float, seed: int) -> dict[str, Any]:
-    """One row of the results: base, generated per source, oracle and random-control accuracy."""
-    row: dict[str, Any] = {"capability": cap, "held_out": get_capability(cap).held_out,
-                           "kind": get_capability(cap).kind, "oracle_train_seconds": oracle_seconds,
-                           "base": m.accuracy(cap), "oracle": m.accuracy(cap, oracle)}
+def measure_capability(m: Measurer, plan: TransferPlan, cap: str, fps: dict[tuple[str, str], Fingerprint],
+                       oracle: Any, multitask: Path, seed: int) -> dict[str, Any]:
+    """One row: base, oracle, generated per source, the two baselines and the three controls."""
+    info = get_capability(cap)
+    row: dict[str, Any] = {"capability": cap, "group": plan.group(cap), "kind": info.kind,
+                           "oracle_train_seconds": oracle.train_seconds,
+                           "base": m.accuracy(cap), "oracle": m.accuracy(cap, oracle.path)}
     row["oracle_gain"] = row["oracle"] - row["base"]
     row["included"] = row["oracle_gain"] >= MIN_ORACLE_GAIN
-    row["generated"], row["gen_seconds"], first = {}, [], None
-    for i, (source, fp) in enumerate(fps.items()):
-        adapter, seconds = m.timed_adapter(fp, f"{cap}-{i}")
-        row["generated"][source] = m.accuracy(cap, adapter)
-        row["gen_seconds"].append(seconds)
-        first = first or adapter
-    control, seconds = m.timed_adapter(random_fingerprint(next(iter(fps.values())), seed), f"{cap}-random")
-    row["gen_seconds"].append(seconds)
-    row["random"] = m.accuracy(cap, control)
-    row["recovery"] = {s: recovery(a, row["base"], row["oracle"]) for s, a in row["generated"].items()}
-    row["recovery_random"] = recovery(row["random"], row["base"], row["oracle"])
-    row["generated_mean"] = statistics.mean(row["generated"].values())
-    row["recovery_mean"] = recovery(row["generated_mean"], row["base"], row["oracle"])
+    main = plan.sources[0]
+    row["generated"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{cap}-{i}")
+                        for i, s in enumerate(plan.sources + plan.in_sample)}
+    gallery = {c: fps[main, c] for c in plan.world}
+    row["retrieved"] = nearest_training_capability(fps[main, cap], gallery, exclude=cap)
+    row["retrieval"] = m.generated_accuracy(cap, gallery[row["retrieved"]], f"{cap}-retrieval")
+    row["multitask"] = m.accuracy(cap, multitask)
+    others = plan.capabilities
+    row["wrong_from"] = others[(others.index(cap) + 1) % len(others)]
+    row["wrong"] = m.generated_accuracy(cap, fps[main, row["wrong_from"]], f"{cap}-wrong")
+    untrained = ["random-init"] + plan.untrained.get(cap, [])
+    row["untrained"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{cap}-untrained-{i}")
+                        for i, s in enumerate(untrained)}
+    row["random"] = m.generated_accuracy(cap, random_fingerprint(fps[main, cap], seed), f"{cap}-random")
+    rec = lambda v: recovery(v, row["base"], row["oracle"])  # noqa: E731
+    row["recovery"] = {s: rec(v) for s, v in row["generated"].items()}
+    row["recovery_out_of_sample"] = _mean([row["recovery"][s] for s in plan.sources])
+    for key in ("retrieval", "multitask", "wrong", "random"):
+        row[f"recovery_{key}"] = rec(row[key])
+    row["recovery_untrained"] = _mean([rec(v) for v in row["untrained"].values()])
     if m.base_perplexity == m.base_perplexity:  # not NaN: perplexity is measured in this run
-        row["perplexity_generated"] = m.perplexity(first)
-        row["perplexity_oracle"] = m.perplexity(oracle)
+        row["perplexity_generated"] = m.perplexity(m.workdir / f"{cap}-0")
+        row["perplexity_oracle"] = m.perplexity(oracle.path)
     return row
 
 
@@ -212,19 +261,6 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def by_family(rows: Sequence[dict], families: dict[str, str]) -> dict[str, dict[str, float | None]]:
-    """Mean recovery per source family label, over included seen and held-out capabilities."""
-    out: dict[str, dict[str, list]] = {}
-    for row in rows:
-        if not row["included"]:
-            continue
-        part = "heldout" if row["held_out"] else "seen"
-        for source, value in row["recovery"].items():
-            label = families.get(source, source)
-            out.setdefault(label, {"seen": [], "heldout": []})[part].append(value)
-    return {label: {k: _mean(v) for k, v in parts.items()} for label, parts in sorted(out.items())}
-
-
 def _perplexity_summary(rows: Sequence[dict], base: float) -> dict[str, float | None]:
     gen = [r["perplexity_generated"] for r in rows if r["included"] and "perplexity_generated" in r]
     ora = [r["perplexity_oracle"] for r in rows if r["included"] and "perplexity_oracle" in r]
@@ -234,27 +270,30 @@ def _perplexity_summary(rows: Sequence[dict], base: float) -> dict[str, float | 
             "perplexity_rise_oracle": rise(ora)}
 
 
-def aggregate(rows: Sequence[dict], families: dict[str, str], base_perplexity: float = float("nan")) -> dict:
+def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float = float("nan"),
+              gen_seconds: Sequence[float] = ()) -> dict:
     """Top-level figures over the included rows (oracle gain >= :data:`MIN_ORACLE_GAIN`)."""
     used = [r for r in rows if r["included"]]
-    seen = [r for r in used if not r["held_out"]]
-    held = [r for r in used if r["held_out"]]
-    held_family = [v for r in used for s, v in r["recovery"].items()
-                   if is_held_out_model_family(families.get(s, s))]
-    gen_seconds = [s for r in rows for s in r["gen_seconds"]]
-    out = {
-        "recovery_seen": _mean([r["recovery_mean"] for r in seen]),
-        "recovery_heldout": _mean([r["recovery_mean"] for r in held]),
-        "recovery_random_control": _mean([r["recovery_random"] for r in used]),
-        "recovery_heldout_family": _mean(held_family),
-        "recovery_by_source_family": by_family(rows, families),
-        "gen_seconds": _median(gen_seconds),
-        "oracle_train_seconds": _median([r["oracle_train_seconds"] for r in rows]),
-        "n_capabilities": len(rows), "n_included_seen": len(seen), "n_included_heldout": len(held),
+    groups = {g: [r for r in used if r["group"] == g] for g in ("seen", "heldout_instances", "heldout")}
+    out: dict[str, Any] = {"n_train_capabilities": len(plan.world)}
+    for group, grows in groups.items():
+        out[f"recovery_{group}"] = _mean([r["recovery_out_of_sample"] for r in grows])
+        for baseline in ("retrieval", "multitask"):
+            out[f"recovery_baseline_{baseline}_{group}"] = _mean([r[f"recovery_{baseline}"] for r in grows])
+        out[f"recovery_{group}_in_sample"] = _mean([r["recovery"][s] for r in grows for s in plan.in_sample])
+    controls = {"wrong_capability": "wrong", "untrained_source": "untrained", "random_control": "random"}
+    for name, key in controls.items():
+        out[f"recovery_{name}"] = _mean([r[f"recovery_{key}"] for r in used])
+    oracle_seconds = [r["oracle_train_seconds"] for r in rows]
+    out.update({
+        "gen_seconds": _median(list(gen_seconds)),
+        "oracle_train_seconds": _median(oracle_seconds),
+        "n_included": {g: len(v) for g, v in groups.items()},
         "excluded": [r["capability"] for r in rows if not r["included"]],
         "min_oracle_gain": MIN_ORACLE_GAIN,
-    }
-    for key in ("base", "oracle", "random", "generated_mean"):
+        "sources_out_of_sample": plan.sources, "sources_in_sample": plan.in_sample,
+    })
+    for key in ("base", "oracle", "multitask", "retrieval", "wrong", "random"):
         out[f"accuracy_{key}"] = _mean([r[key] for r in used])
     if out["gen_seconds"] and out["oracle_train_seconds"]:
         out["speedup_vs_oracle"] = out["oracle_train_seconds"] / out["gen_seconds"]
@@ -276,11 +315,17 @@ def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = Tr
 
 def run_transfer(plan: TransferPlan, extractor: Any, generator: Any, generate: Callable[..., Path], *,
                  perplexity: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Measure every capability of ``plan`` (oracles are trained first where the cache lacks them)."""
+    """Measure every capability of ``plan`` (oracles and the multi-task LoRA are trained first where the
+    cache lacks them)."""
+    from umaf.adapters.oracles import train_multitask
     from umaf.models import load
 
+    if any(is_held_out(c) for c in plan.world):
+        raise UmafError("the generator's training world holds a held-out capability")
     fps = read_fingerprints(plan, extractor)
     loaded = load(plan.target)
+    steps = max(100, MULTITASK_STEPS_PER_100 * len(plan.world) // 100)
+    multitask, multitask_seconds = train_multitask(loaded, plan.world, {"steps": steps}, progress)
     rows = []
     with tempfile.TemporaryDirectory(prefix="umaf-transfer-") as tmp:
         m = Measurer(loaded, generator, generate, Path(tmp), plan.eval_limit)
@@ -288,16 +333,17 @@ def run_transfer(plan: TransferPlan, extractor: Any, generator: Any, generate: C
             m.base_perplexity = m.perplexity(None)
         for seed, cap in enumerate(tqdm(plan.capabilities, desc="transfer", disable=not progress)):
             oracle = ensure_oracle(loaded, plan.target, cap, progress)
-            cap_fps = {s: fps[s, cap] for s in plan.sources[cap]}
-            rows.append(measure_capability(m, cap, cap_fps, oracle.path, oracle.train_seconds, seed))
-    results = aggregate(rows, plan.families, m.base_perplexity)
-    return {"target": plan.target, "sources": plan.sources, "source_families": plan.families, **results,
-            "capabilities": rows, "targets": TARGETS}
+            rows.append(measure_capability(m, plan, cap, fps, oracle, multitask, seed))
+    results = aggregate(rows, plan, m.base_perplexity, m.gen_seconds)
+    return {"target": plan.target, **results, "multitask_path": str(multitask),
+            "multitask_train_seconds": multitask_seconds,
+            "multitask_steps": steps, "capabilities": rows, "targets": TARGETS}
 
 
 @SUITES.register("transfer")
-def bench_transfer(quick: bool, target: str = "zoo:llama-m-a") -> dict[str, Any]:
-    """M3 transfer, generation vs oracle training time and perplexity harm for one ``target``."""
+def bench_transfer(quick: bool, target: str = "smollm2") -> dict[str, Any]:
+    """M3 transfer against retrieval and multi-task baselines, generation vs oracle training time and
+    perplexity harm for one ``target``."""
     from umaf.extractor import default_extractor
 
     try:
@@ -305,9 +351,9 @@ def bench_transfer(quick: bool, target: str = "zoo:llama-m-a") -> dict[str, Any]
     except ImportError as err:
         raise UmafError(f"the transfer suite needs umaf.generator ({err})") from None
     generator = default_generator(target)  # a UmafError naming `umaf train generator` when missing
-    plan = plan_transfer(target, quick)
+    plan = plan_transfer(target, quick, generator)
     return run_transfer(plan, default_extractor(), generator, generate_adapter)
 
 
-__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "aggregate", "bench_transfer", "plan_transfer",
-           "random_fingerprint", "recovery", "run_transfer"]
+__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "aggregate", "bench_transfer", "nearest_training_capability",
+           "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]

@@ -10,11 +10,14 @@ such as ``add_k:7`` or ``subst:42`` supply hundreds more; users bring their own 
 """
 
 from umaf.capabilities import families as _families  # noqa: F401  (registers the families)
+from umaf.capabilities import world as _world  # noqa: F401  (registers the wider world)
 from umaf.capabilities.builtins import VOWELS, WordRule, number_word, ordinal_word, register_word_capability
 from umaf.capabilities.core import (
     CAPABILITIES,
     CHARSET,
     EVAL_SIZE,
+    EXTENDED,
+    EXTENDED_FAMILIES,
     FAMILIES,
     KINDS,
     MAX_CHARS,
@@ -42,7 +45,8 @@ from umaf.capabilities.jsonl import load_jsonl, write_jsonl
 from umaf.capabilities.lookup import family_instances, get_capability, list_capabilities, list_families
 
 __all__ = [
-    "CAPABILITIES", "CHARSET", "EVAL_SIZE", "FAMILIES", "KINDS", "MAX_CHARS", "MIN_INPUTS", "PROBE_SIZE",
+    "CAPABILITIES", "CHARSET", "EVAL_SIZE", "EXTENDED", "EXTENDED_FAMILIES", "FAMILIES", "KINDS", "MAX_CHARS",
+    "MIN_INPUTS", "PROBE_SIZE",
     "SPLITS", "TRAIN_SIZE", "VOWELS", "Capability", "CapabilityFamily", "Example", "FamilySource",
     "PairSource", "Pairs", "WordRule", "check_trainable", "family_instances", "get_capability",
     "is_held_out", "is_held_out_model_family", "list_capabilities", "list_families", "load_jsonl",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache, partial
 
-from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES
+from umaf.config import HELD_OUT_CAPABILITIES, HELD_OUT_FAMILIES, HELD_OUT_INSTANCES
 from umaf.errors import UmafError
 from umaf.registry import Registry
 
@@ -209,6 +209,11 @@ class CapabilityFamily:
 
 
 CAPABILITIES: Registry[Capability] = Registry("capability")
+#: Named capabilities of the generator's wider training world (:mod:`umaf.capabilities.world`): looked up
+#: like any built-in, but not in the core list that the zoo, the extractor and the benches iterate over.
+EXTENDED: set[str] = set()
+#: Families of that wider world (the same rule as :data:`EXTENDED`).
+EXTENDED_FAMILIES: set[str] = set()
 FAMILIES: Registry[CapabilityFamily] = Registry("capability family")
 
 
@@ -224,27 +229,35 @@ def _builtin_source(fn: PairSource) -> PairSource:
     return lambda rng: _fits(fn(rng))
 
 
-def register_capability(name: str, kind: str, description: str) -> Callable[[PairSource], PairSource]:
-    """Decorator: register ``fn(rng) -> [(input, output), ...]`` as the built-in capability ``name``."""
+def register_capability(
+    name: str, kind: str, description: str, core: bool = True
+) -> Callable[[PairSource], PairSource]:
+    """Decorator: register ``fn(rng) -> [(input, output), ...]`` as the built-in capability ``name``
+    (``core=False``: one of the :data:`EXTENDED` world's)."""
     if kind not in KINDS[:-1]:
         raise ValueError(f"unknown capability kind {kind!r}")
 
     def add(fn: PairSource) -> PairSource:
         CAPABILITIES.register(name, Capability(name, kind, description, source=_builtin_source(fn)))
+        if not core:
+            EXTENDED.add(name)
         return fn
 
     return add
 
 
 def register_family(
-    name: str, kind: str, description: str, params: range
+    name: str, kind: str, description: str, params: range, core: bool = True
 ) -> Callable[[FamilySource], FamilySource]:
-    """Decorator: register ``fn(k, rng) -> [(input, output), ...]`` as the family ``name`` over ``params``."""
+    """Decorator: register ``fn(k, rng) -> [(input, output), ...]`` as the family ``name`` over ``params``
+    (``core=False``: one of the :data:`EXTENDED_FAMILIES`)."""
     if kind not in KINDS[:-1]:
         raise ValueError(f"unknown capability kind {kind!r}")
 
     def add(fn: FamilySource) -> FamilySource:
         FAMILIES.register(name, CapabilityFamily(name, kind, description, params, source=fn))
+        if not core:
+            EXTENDED_FAMILIES.add(name)
         return fn
 
     return add
@@ -295,7 +308,8 @@ def is_held_out(capability: Capability | str) -> bool:
     held out asks it (or :func:`training_capabilities` / :func:`training_families`):
 
     - a built-in is held out if its name is in :data:`umaf.config.HELD_OUT_CAPABILITIES`;
-    - a family instance (``add_k:7``) if its family (or the instance itself) is listed there;
+    - a family instance (``add_k:7``) if its family is listed there, or the instance in
+      :data:`umaf.config.HELD_OUT_INSTANCES`;
     - a user capability (a JSONL file, kind ``custom``) always: UMAF's components train on built-ins
       and family instances only, so a user's task is unseen by all of them, whatever its file is called.
 
@@ -312,7 +326,8 @@ def is_held_out(capability: Capability | str) -> bool:
         family = _registered_family(name)
         if family is None and name not in CAPABILITIES:
             return True
-    return name in HELD_OUT_CAPABILITIES or (family is not None and _family_held_out(family))
+    return (name in HELD_OUT_CAPABILITIES or name in HELD_OUT_INSTANCES
+            or (family is not None and _family_held_out(family)))
 
 
 def _family_held_out(family: str) -> bool:
@@ -320,15 +335,19 @@ def _family_held_out(family: str) -> bool:
     return family.lower() in HELD_OUT_CAPABILITIES
 
 
-def training_capabilities() -> list[str]:
-    """Built-in names that UMAF components may train on (every one :func:`is_held_out` lets in)."""
-    return [n for n in CAPABILITIES.names() if not is_held_out(n)]
+def training_capabilities(extended: bool = False) -> list[str]:
+    """Core built-in names (with ``extended``, the :data:`EXTENDED` ones too) that UMAF components may
+    train on: every one :func:`is_held_out` lets in."""
+    return [n for n in CAPABILITIES.names() if (extended or n not in EXTENDED) and not is_held_out(n)]
 
 
-def training_families(families: Iterable[str] | None = None) -> list[str]:
-    """The capability families (all, or those of ``families``, in order) whose instances UMAF components
-    may train on: a family listed in :data:`umaf.config.HELD_OUT_CAPABILITIES` is left out."""
-    names = FAMILIES.names() if families is None else list(families)
+def training_families(families: Iterable[str] | None = None, extended: bool = False) -> list[str]:
+    """The capability families (the core ones, with ``extended`` all, or those of ``families``, in order)
+    whose instances UMAF components may train on: a family listed in
+    :data:`umaf.config.HELD_OUT_CAPABILITIES` is left out."""
+    if families is None:
+        families = [f for f in FAMILIES.names() if extended or f not in EXTENDED_FAMILIES]
+    names = list(families)
     return [f for f in names if not _family_held_out(f)]
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from umaf.capabilities.core import (
     CAPABILITIES,
+    EXTENDED,
     FAMILIES,
     KINDS,
     Capability,
+    is_held_out,
     registered_capability,
     stable_seed,
 )
@@ -26,11 +28,13 @@ def get_capability(name_or_path: str | os.PathLike) -> Capability:
     return registered_capability(name)
 
 
-def list_capabilities(kind: str | None = None) -> list[str]:
-    """Names of the built-in capabilities (not family instances), optionally of one ``kind``."""
+def list_capabilities(kind: str | None = None, extended: bool = False) -> list[str]:
+    """Names of the core built-in capabilities (not family instances; with ``extended``, the wider
+    world's named ones too), optionally of one ``kind``."""
     if kind is not None and kind not in KINDS:
         raise UmafError(f"unknown capability kind {kind!r}; choose from: {', '.join(KINDS)}")
-    return [n for n in CAPABILITIES.names() if kind is None or CAPABILITIES.get(n).kind == kind]
+    return [n for n in CAPABILITIES.names()
+            if (extended or n not in EXTENDED) and (kind is None or CAPABILITIES.get(n).kind == kind)]
 
 
 def list_families() -> list[str]:
@@ -41,7 +45,9 @@ def list_families() -> list[str]:
 def family_instances(family: str, n: int, seed: int = 0) -> list[Capability]:
     """``n`` distinct instances of ``family``, drawn from its parameter range reproducibly by ``seed``."""
     fam = FAMILIES.get(family)
-    if not 0 <= n <= len(fam.params):
-        raise UmafError(f"{family} has {len(fam.params)} instances; cannot draw {n}")
-    params = random.Random(stable_seed("family_instances", fam.name, seed)).sample(list(fam.params), n)
-    return [fam.instance(k) for k in params]
+    held = sum(is_held_out(f"{fam.name}:{k}") for k in fam.params)
+    if not 0 <= n <= len(fam.params) - held:
+        raise UmafError(f"{family} has {len(fam.params) - held} trainable instances; cannot draw {n}")
+    rng = random.Random(stable_seed("family_instances", fam.name, seed))
+    params = [k for k in rng.sample(list(fam.params), n + held) if not is_held_out(f"{fam.name}:{k}")]
+    return [fam.instance(k) for k in params[:n]]

@@ -62,7 +62,7 @@ class GeneratorConfig:
     n_blocks: int = field(default=2, metadata={"help": "Residual MLP blocks in the trunk."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout in the trunk during training."})
     # --- reconstruction training on the oracle library ---
-    steps: int = field(default=1500, metadata={"help": "Reconstruction optimiser steps."})
+    steps: int = field(default=500, metadata={"help": "Reconstruction optimiser steps."})
     batch_size: int = field(default=8, metadata={"help": "Fingerprints per reconstruction step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -93,16 +93,35 @@ class GeneratorConfig:
         default=0.0,
         metadata={"help": "Leave out oracles whose eval gain over the base model is below this."},
     )
-    # --- optional end-to-end phase through the frozen target ---
+    # --- end-to-end phase through the frozen target (Text-to-LoRA's SFT mode) ---
     e2e_steps: int = field(
-        default=0, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off)."}
+        default=2000, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off)."}
     )
-    e2e_batch_size: int = field(default=16, metadata={"help": "Examples per end-to-end step."})
-    e2e_lr: float = field(default=2e-4, metadata={"help": "Learning rate of the end-to-end phase."})
+    capabilities: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Capabilities trained end to end (default: the generator world, "
+            "umaf.capabilities.world.generator_world; never a held-out one)."
+        },
+    )
+    e2e_caps_per_step: int = field(default=8, metadata={"help": "Capabilities per end-to-end step."})
+    e2e_examples_per_cap: int = field(
+        default=3, metadata={"help": "Train-split examples of each capability per end-to-end step."}
+    )
+    e2e_lr: float = field(default=5e-4, metadata={"help": "Peak learning rate of the end-to-end phase."})
     e2e_recon_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the reconstruction loss kept during the end-to-end phase."}
+        default=0.3,
+        metadata={"help": "Weight of the reconstruction loss on capabilities with an oracle (end to end)."},
     )
-    e2e_max_length: int = field(default=64, metadata={"help": "Token limit per end-to-end example."})
+    e2e_max_length: int = field(default=32, metadata={"help": "Token limit per end-to-end example."})
+    e2e_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "Dtype the frozen target runs in during the end-to-end phase (the generator "
+                  "stays float32)."},
+    )
+    checkpoint_every: int = field(
+        default=50, metadata={"help": "End-to-end steps between resumable checkpoints."}
+    )
     val_every: int = field(default=250, metadata={"help": "Steps between validation runs."})
     seed: int = field(default=0, metadata={"help": "Seed of initialisation and sampling."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -121,6 +140,15 @@ class GeneratorConfig:
             raise UmafError("null_fraction and dropout must lie in [0, 1)")
         if self.e2e_steps < 0 or self.n_blocks < 0:
             raise UmafError("e2e_steps and n_blocks must not be negative")
+        for name in ("e2e_caps_per_step", "e2e_examples_per_cap", "e2e_max_length", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
+        from umaf.components import DTYPES
+
+        if self.e2e_dtype not in DTYPES:
+            raise UmafError(f"e2e_dtype must be one of {', '.join(DTYPES)}, got {self.e2e_dtype!r}")
+        if self.capabilities is not None:
+            self.capabilities = tuple(self.capabilities)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of every field."""

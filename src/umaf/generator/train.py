@@ -18,9 +18,13 @@ that have an oracle are used for validation only.
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import statistics
+import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,8 +135,8 @@ def delta_hooks(model: nn.Module, generator: AdapterGenerator, factors: Factors)
 
     def make_hook(a: Tensor, b: Tensor):  # noqa: ANN202 (a torch forward hook)
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
-            low = torch.einsum("bti,bri->btr", inputs[0], a)  # [B, T, r]
-            return output + torch.einsum("btr,bor->bto", low, b)  # [B, T, out]
+            low = torch.einsum("bti,bri->btr", inputs[0], a.to(inputs[0].dtype))  # [B, T, r]
+            return output + torch.einsum("btr,bor->bto", low, b.to(low.dtype))  # [B, T, out]
 
         return hook
 
@@ -148,52 +152,141 @@ def delta_hooks(model: nn.Module, generator: AdapterGenerator, factors: Factors)
             handle.remove()
 
 
-def e2e_items(loaded: Any, lib: LibraryTargets, max_length: int) -> list[tuple[Any, int]]:
-    """(encoded train example, library row) of every training capability (plain prompts, as the oracles)."""
-    from umaf.adapters.oracles import encode_train_split
-    from umaf.capabilities import get_capability
+@dataclass
+class World:
+    """What the end-to-end phase trains on: capability names, their fingerprints from the training
+    sources (``fingerprints.labels`` index ``names``) and the library row of those that have an oracle."""
 
-    check_trainable(lib.train_names)
-    items = []
-    for row, name in enumerate(lib.train_names):
-        items += [(enc, row) for enc in encode_train_split(loaded, get_capability(name), max_length)]
-    return items
+    names: list[str]
+    fingerprints: FingerprintSet
+    lib_rows: dict[int, int]  # index in names -> row of LibraryTargets
+
+    @classmethod
+    def build(cls, names: Sequence[str], vectors: dict[str, Tensor], models: Sequence[str],
+              lib: LibraryTargets) -> World:
+        check_trainable(names)
+        names = list(names)
+        fps = fingerprint_set(vectors, models, names, range(len(names)))
+        rows = {i: lib.train_names.index(n) for i, n in enumerate(names) if n in lib.train_names}
+        return cls(names, fps, rows)
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                     losses: list[float]) -> None:
+    """Generator weights, AdamW moments, the step and the loss curve as one safetensors file."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"step": str(step), "losses": json.dumps([round(v, 5) for v in losses])}
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def _load_checkpoint(path: Path, model: nn.Module,
+                     optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Restore what :func:`_save_checkpoint` wrote; ``(0, [])`` when there is none or it does not fit."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return 0, []
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for i, param in enumerate(params):
+            state = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+            if state:
+                optimizer.state[param] = {k: v if k == "step" else v.to(param.device)
+                                          for k, v in state.items()}
+        return int(meta["step"]), json.loads(meta["losses"])
+    except Exception as err:  # a checkpoint of another run: start again
+        print(f"umaf: ignoring checkpoint {path}: {str(err).splitlines()[0][:200]}", file=sys.stderr)
+        return 0, []
 
 
 def fit_end_to_end(
     generator: AdapterGenerator,
     lib: LibraryTargets,
     loaded: Any,
-    splits: dict[str, FingerprintSet],
+    world: World,
     config: GeneratorConfig,
     accelerator: Any,
+    checkpoint: Path | None = None,
 ) -> list[float]:
-    """LM loss of the frozen target with the generated ΔW hooked in (plus weighted reconstruction)."""
+    """LM loss of the frozen target on each world capability's train split with the ΔW generated from
+    one of its fingerprints hooked in, plus weighted reconstruction where the capability has an oracle.
+
+    Each step draws ``e2e_caps_per_step`` capabilities and ``e2e_examples_per_cap`` examples of each
+    (per process: ``accelerate launch`` runs it data-parallel); every ``checkpoint_every`` steps the
+    state goes to ``checkpoint``, from which an interrupted run resumes. Returns the LM loss per step.
+    """
+    from umaf.adapters.oracles import encode_train_split
     from umaf.adapters.peft_io import preserved
+    from umaf.capabilities import get_capability, stable_seed
     from umaf.encoding import collate, pad_id
 
-    items, train = e2e_items(loaded, lib, config.e2e_max_length), splits["train"]
-    by_row = {r: (train.labels == r).nonzero().flatten().tolist() for r in range(lib.n_train)}
+    fps = world.fingerprints
+    by_cap = {i: (fps.labels == i).nonzero().flatten().tolist() for i in range(len(world.names))}
+    caps = [i for i, rows in by_cap.items() if rows]
+    if not caps:
+        raise UmafError("no fingerprints of the end-to-end capabilities could be made")
+    encoded = {i: encode_train_split(loaded, get_capability(world.names[i]), config.e2e_max_length)
+               for i in caps}
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.e2e_lr, weight_decay=config.weight_decay)
-    model, optimizer = accelerator.prepare(generator, optimizer)
-    rng, losses, device = random.Random(config.seed), [], accelerator.device
+    start, losses = _load_checkpoint(checkpoint, generator, optimizer) if checkpoint else (0, [])
+    warmup = min(config.warmup, max(1, config.e2e_steps // 10))
+    scheduler = warmup_cosine_scheduler(optimizer, config.e2e_steps, warmup, floor=0.1)
+    with warnings.catch_warnings():  # fast-forwarding the schedule of a resumed run, before any step
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start):
+            scheduler.step()
+    model, optimizer, scheduler = accelerator.prepare(generator, optimizer, scheduler)
+    rng = random.Random(stable_seed("e2e", config.seed, accelerator.process_index, start))
+    noise_gen = torch.Generator().manual_seed(stable_seed("e2e-noise", config.seed, start) % 2**63)
+    device, pad = accelerator.device, pad_id(loaded.tokenizer)
+    n_caps = min(config.e2e_caps_per_step, len(caps))
+    bar = tqdm(range(start + 1, config.e2e_steps + 1), desc="generator e2e", initial=start,
+               total=config.e2e_steps, disable=not config.progress or not accelerator.is_main_process)
     with preserved(loaded.model) as target:  # frozen here, its flags restored afterwards
         target.to(device).eval().requires_grad_(False)
-        for _ in tqdm(range(config.e2e_steps), desc="generator e2e", disable=not config.progress):
-            picked = rng.sample(items, min(config.e2e_batch_size, len(items)))
-            rows = torch.tensor([row for _, row in picked])
-            vecs = noisy(train.vectors[[rng.choice(by_row[int(r)]) for r in rows]], config.fp_noise)
-            batch = collate([e for e, _ in picked], pad_id(loaded.tokenizer))
+        for step in bar:
+            picked = rng.sample(caps, n_caps)
+            vecs = noisy(fps.vectors[[rng.choice(by_cap[c]) for c in picked]], config.fp_noise, noise_gen)
+            owners, items = [], []
+            for j, c in enumerate(picked):
+                chosen = rng.sample(encoded[c], min(config.e2e_examples_per_cap, len(encoded[c])))
+                owners += [j] * len(chosen)
+                items += chosen
+            batch = {k: v.to(device) for k, v in collate(items, pad).items()}
             model.train()
             factors = model(vecs.to(device))
-            with delta_hooks(target, generator, factors):
-                lm_loss = target(**{k: v.to(device) for k, v in batch.items()}).loss
-            recon = relative_errors(factors, lib, rows.to(device)).mean()
+            index = torch.tensor(owners, device=device)
+            per_example = {kind: (a[index], b[index]) for kind, (a, b) in factors.items()}
+            with delta_hooks(target, generator, per_example):
+                lm_loss = target(**batch).loss.float()
+            loss = lm_loss
+            with_oracle = [(j, world.lib_rows[c]) for j, c in enumerate(picked) if c in world.lib_rows]
+            if with_oracle and config.e2e_recon_weight > 0:
+                js = torch.tensor([j for j, _ in with_oracle], device=device)
+                rows = torch.tensor([r for _, r in with_oracle], device=device)
+                sub = {kind: (a[js], b[js]) for kind, (a, b) in factors.items()}
+                loss = loss + config.e2e_recon_weight * relative_errors(sub, lib, rows).mean()
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(lm_loss + config.e2e_recon_weight * recon)
+            accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            scheduler.step()
             losses.append(float(lm_loss.detach()))
+            bar.set_postfix(lm=f"{statistics.fmean(losses[-20:]):.3f}")
+            if checkpoint and accelerator.is_main_process and (
+                step % config.checkpoint_every == 0 or step == config.e2e_steps
+            ):
+                _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, losses)
     return losses
 
 
@@ -286,6 +379,15 @@ class TrainingSetup:
     specs: list[ModuleSpec]
     lib: LibraryTargets
     splits: dict[str, FingerprintSet]
+    world: World | None  # what the end-to-end phase trains on (None when it is off)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.output / CHECKPOINT
+
+
+#: The end-to-end phase's resumable state, next to the fingerprint cache in the output folder.
+CHECKPOINT = "e2e-checkpoint.safetensors"
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -295,7 +397,7 @@ def check_output(output: Path, overwrite: bool) -> None:
         return
     if is_trained(output):
         raise UmafError(f"{output} already holds a trained generator; pass --overwrite to retrain it")
-    if not output.is_dir() or any(p.name != FINGERPRINT_CACHE for p in output.iterdir()):
+    if not output.is_dir() or any(p.name not in (FINGERPRINT_CACHE, CHECKPOINT) for p in output.iterdir()):
         raise UmafError(f"{output} exists and is not a generator folder; pass --overwrite to replace it")
 
 
@@ -310,7 +412,8 @@ def setup(
     device: Any = None,
 ) -> TrainingSetup:
     """Load the target (on ``device``: default CUDA when available), read its oracle library, and
-    fingerprint the library from the sources there (cached)."""
+    fingerprint the library (and, with an end-to-end phase, its world of capabilities) from the sources
+    there (cached)."""
     from umaf.models import LoadedModel, load
 
     name = target.info.name if isinstance(target, LoadedModel) else str(target)
@@ -319,8 +422,9 @@ def setup(
     config = config or GeneratorConfig()
     modules = config.target_modules or library_modules(name)
     config = GeneratorConfig.from_dict({**config.to_dict(), "target": name, "target_modules": modules})
-    # After the cheap checks; float32, as the end-to-end phase adds float32 ΔW to its activations.
-    loaded = target if isinstance(target, LoadedModel) else load(target, dtype="float32", device=device)
+    # After the cheap checks; only the end-to-end phase runs the target, in its own dtype.
+    named = not isinstance(target, LoadedModel)
+    loaded = load(target, dtype=config.e2e_dtype, device=device) if named else target
     if extractor is None:
         from umaf.extractor import default_extractor
 
@@ -333,7 +437,16 @@ def setup(
     vectors, info = collect_fingerprints(val_src, lib.names, extractor, cache, config.progress, False, device)
     names = [[s if isinstance(s, str) else s.info.name for s in srcs] for srcs in (train_src, val_src)]
     splits = make_splits(lib, vectors, info, *names)
-    return TrainingSetup(loaded, config, output, extractor.extractor_hash, specs, lib, splits)
+    world = None
+    if config.e2e_steps > 0:
+        from umaf.capabilities.world import generator_world
+
+        world_names = list(config.capabilities or generator_world(config.seed))
+        check_trainable(world_names)
+        vectors, _ = collect_fingerprints(train_src, world_names, extractor, cache, config.progress, True,
+                                          device)
+        world = World.build(world_names, vectors, names[0], lib)
+    return TrainingSetup(loaded, config, output, extractor.extractor_hash, specs, lib, splits, world)
 
 
 def _mean(values: list[float]) -> float:
@@ -368,16 +481,26 @@ def train_generator(
     torch.manual_seed(config.seed)
     kind = TASK_TYPES.get(run.loaded.info.kind)
     generator = AdapterGenerator(config, run.specs, run.extractor_hash, kind)
-    history = fit_reconstruction(generator, lib, splits, config, accelerator)
+    resuming = run.world is not None and run.checkpoint.is_file()  # the checkpoint holds the recon phase too
+    history = {"loss": [], "val": []} if resuming else fit_reconstruction(generator, lib, splits, config,
+                                                                          accelerator)
     extra: dict[str, Any] = {"recon_seconds": round(time.perf_counter() - start, 1)}
-    if config.e2e_steps > 0:
-        losses = fit_end_to_end(generator, lib, run.loaded, splits, config, accelerator)
-        extra["e2e_lm_loss"] = {"first": _mean(losses[:10]), "last": _mean(losses[-10:])}
+    if run.world is not None:
+        e2e_start = time.perf_counter()
+        losses = fit_end_to_end(generator, lib, run.loaded, run.world, config, accelerator, run.checkpoint)
+        extra["e2e_seconds"] = round(time.perf_counter() - e2e_start, 1)
+        extra["e2e_capabilities"] = run.world.names
+        extra["n_train_capabilities"] = len(run.world.names)
+        extra["e2e_lm_loss"] = {"first": _mean(losses[:20]), "last": _mean(losses[-20:])}
+        from umaf.zoo.build import loss_curve
+
+        extra["e2e_loss_curve"] = loss_curve(losses)
         extra["recon_error_after_e2e"] = {
             k: round(recon_error(generator, lib, v), 4) for k, v in splits.items()
         }
     extra["train_seconds"] = round(time.perf_counter() - start, 1)
     generator = accelerator.unwrap_model(generator).cpu().eval()
     generator.training_report = {**_report(lib, splits, history, extra), "config": config.to_dict()}
-    save_generator(generator, run.output)
+    if accelerator.is_main_process:
+        save_generator(generator, run.output)
     return generator
