@@ -331,6 +331,8 @@ CASES = [
       id="bench-target-not-taken"),
     C(["bench", "fingerprints", "--json", "new.json", "--dtype", "int3"], "unknown dtype 'int3'",
       id="bench-unknown-dtype"),
+    C(["bench", "fingerprints", "--json", "new.json", "--tasks", "a.jsonl"], "takes no --tasks",
+      id="bench-tasks-not-taken"),
     # report
     C(["report", "missing.safetensors", "-o", "r.html"], "missing.safetensors", id="report-missing-fp"),
     C(["report", FP, "--bench", "notjson.json", "-o", "r.html"], "not a JSON file",

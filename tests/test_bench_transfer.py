@@ -244,3 +244,24 @@ def test_suite_wires_the_generator_api(setup: dict, monkeypatch: pytest.MonkeyPa
     out = bench_transfer(quick=True, target=setup["target"])
     assert out["target"] == setup["target"]
     assert [r["capability"] for r in out["capabilities"]] == ["uppercase"]
+
+
+def test_user_files_are_a_group_with_oracles_outside_the_library(setup: dict, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from umaf.adapters.oracles import library
+    from umaf.bench.transfer import ensure_oracle
+    from umaf.capabilities import Example, write_jsonl
+    from umaf.models import load
+
+    path = tmp_path / "capital.jsonl"  # named like a built-in, with other contents
+    write_jsonl([Example(f"w{i}", f"x{i}") for i in range(40)], path)
+    report = {"e2e_capabilities": ["uppercase"], "sources": ["m"], "val_sources": [setup["source"]]}
+    plan = plan_transfer(setup["target"], True, SimpleNamespace(training_report=report), [str(path)])
+    assert plan.user == [str(path)] and plan.group(str(path)) == "user" and str(path) in plan.capabilities
+    loaded = load(setup["target"])
+    before = {e.path for e in library(setup["target"])}
+    entry = ensure_oracle(loaded, setup["target"], str(path), progress=False)
+    assert entry.path != setup["oracles"]["capital"] and "baselines" in entry.path.parts
+    assert {e.path for e in library(setup["target"])} == before  # no generator reads it as a library oracle
+    assert ensure_oracle(loaded, setup["target"], str(path), progress=False).path == entry.path  # cached

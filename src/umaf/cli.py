@@ -271,7 +271,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from umaf.bench import run_benchmark
 
     run_benchmark(args.suite, args.json, quick=args.quick, overwrite=args.overwrite, target=args.target,
-                  device=args.device, dtype=args.dtype)  # fmt: skip
+                  device=args.device, dtype=args.dtype, tasks=args.tasks)  # fmt: skip
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -469,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: smollm2 for transfer, zoo:llama-m-a otherwise)")
     p.add_argument("--json", required=True, type=Path, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
+    p.add_argument("--tasks", nargs="+", metavar="JSONL",
+                   help="transfer: also measure these capability files (a user's tasks, never trained on)")
     _add_placement(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_bench)

@@ -26,10 +26,12 @@ def run_benchmark(
     *,
     device: str | None = None,
     dtype: str | None = None,
+    tasks: list[str] | None = None,
 ) -> dict:
     """Run one suite, write its results to ``json_path`` and print its markdown table.
 
-    ``target`` names the target model of the suites that generate adapters (the others take none).
+    ``target`` names the target model of the suites that generate adapters (the others take none);
+    ``tasks`` are a user's capability files for the suites that measure them (transfer).
     The models the suite loads go on ``device`` in ``dtype`` (defaults: CUDA when available, else the
     CPU; float32); cached fingerprints are made in float32 whatever ``dtype`` says.
     """
@@ -37,11 +39,15 @@ def run_benchmark(
     from umaf.models import load_defaults, resolve_device, resolve_dtype
 
     run = SUITES.get(suite)
-    if target is not None and "target" not in inspect.signature(run).parameters:
+    params = inspect.signature(run).parameters
+    if target is not None and "target" not in params:
         raise UmafError(f"the {suite} suite takes no --target (it reads every model it measures)")
+    if tasks and "tasks" not in params:
+        raise UmafError(f"the {suite} suite takes no --tasks")
     check_writable(json_path, overwrite)
+    kwargs = {k: v for k, v in (("target", target), ("tasks", tasks)) if v}
     with load_defaults(device, dtype):
-        results = run(quick) if target is None else run(quick, target=target)
+        results = run(quick, **kwargs)
         placed = {"device": str(resolve_device(None)), "dtype": dtype_name(resolve_dtype(None))}
     results = {"suite": suite, "umaf_version": __version__, "quick": quick, **placed, **results}
     with atomic_path(json_path, overwrite=overwrite) as tmp:

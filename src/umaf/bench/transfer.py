@@ -79,12 +79,15 @@ class TransferPlan:
     world: list[str]  # the generator's training capabilities (retrieval gallery, multi-task LoRA)
     untrained: dict[str, list[str]] = field(default_factory=dict)  # capability -> zoo models lacking it
     eval_limit: int | None = None
+    user: list[str] = field(default_factory=list)  # a user's JSONL files (paths), measured as held out
 
     @property
     def capabilities(self) -> list[str]:
-        return self.seen + self.heldout_instances + self.heldout
+        return self.seen + self.heldout_instances + self.heldout + self.user
 
     def group(self, capability: str) -> str:
+        if capability in self.user:
+            return "user"
         if capability in self.heldout:
             return "heldout"
         return "heldout_instances" if capability in self.heldout_instances else "seen"
@@ -110,8 +113,9 @@ def _zoo_untrained(capability: str, sources: Sequence[str]) -> list[str]:
     return out[:1]
 
 
-def plan_transfer(target: str, quick: bool, generator: Any) -> TransferPlan:
-    """Capabilities and sources for ``target`` from what ``generator`` was trained on (its report)."""
+def plan_transfer(target: str, quick: bool, generator: Any, tasks: Sequence[str] = ()) -> TransferPlan:
+    """Capabilities and sources for ``target`` from what ``generator`` was trained on (its report);
+    ``tasks`` are a user's JSONL files, measured as a group of their own."""
     report = generator.training_report or {}
     world = list(report.get("e2e_capabilities") or report.get("capabilities") or [])
     if not world:
@@ -129,6 +133,7 @@ def plan_transfer(target: str, quick: bool, generator: Any) -> TransferPlan:
     in_sample = [s for s in REAL_SOURCES if s in trained_sources]
     plan = TransferPlan(target, seen, instances, heldout, sources, in_sample, world,
                         eval_limit=eval_limit(quick))
+    plan.user = [str(t) for t in tasks if get_capability(str(t)).kind == "custom"]  # reads and checks each
     plan.untrained = {c: _zoo_untrained(c, sources) for c in plan.capabilities}
     return plan
 
@@ -274,7 +279,8 @@ def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float =
               gen_seconds: Sequence[float] = ()) -> dict:
     """Top-level figures over the included rows (oracle gain >= :data:`MIN_ORACLE_GAIN`)."""
     used = [r for r in rows if r["included"]]
-    groups = {g: [r for r in used if r["group"] == g] for g in ("seen", "heldout_instances", "heldout")}
+    names = ("seen", "heldout_instances", "heldout") + (("user",) if plan.user else ())
+    groups = {g: [r for r in used if r["group"] == g] for g in names}
     out: dict[str, Any] = {"n_train_capabilities": len(plan.world)}
     for group, grows in groups.items():
         out[f"recovery_{group}"] = _mean([r["recovery_out_of_sample"] for r in grows])
@@ -304,12 +310,22 @@ def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float =
 
 
 def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = True) -> Any:
-    """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing."""
-    from umaf.adapters.oracles import OracleEntry, oracle_dir, read_oracle_meta, train_oracle
+    """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing.
 
-    path = oracle_dir(target, capability)
+    A user's file gets its own folder, named by its contents, outside the oracle library (so a file
+    called like a built-in never reads the built-in's oracle, and no generator trains on it)."""
+    from umaf.adapters.oracles import OracleEntry, oracle_dir, read_oracle_meta, train_oracle
+    from umaf.config import cache_dir
+    from umaf.io import slug
+
+    cap = get_capability(capability)
+    if cap.kind == "custom":
+        path = cache_dir() / "baselines" / slug(target) / f"user-{slug(cap.name)}-{cap.probe_hash()}"
+    else:
+        path = oracle_dir(target, capability)
     if read_oracle_meta(path) is None:
-        train_oracle(loaded, capability, progress=progress)
+        train_oracle(loaded, cap, output=path if cap.kind == "custom" else None, overwrite=True,
+                     progress=progress)
     return OracleEntry.from_dir(path)
 
 
@@ -341,9 +357,9 @@ def run_transfer(plan: TransferPlan, extractor: Any, generator: Any, generate: C
 
 
 @SUITES.register("transfer")
-def bench_transfer(quick: bool, target: str = "smollm2") -> dict[str, Any]:
+def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = ()) -> dict[str, Any]:
     """M3 transfer against retrieval and multi-task baselines, generation vs oracle training time and
-    perplexity harm for one ``target``."""
+    perplexity harm for one ``target``; ``tasks`` (a user's JSONL files) are measured as well."""
     from umaf.extractor import default_extractor
 
     try:
@@ -351,7 +367,7 @@ def bench_transfer(quick: bool, target: str = "smollm2") -> dict[str, Any]:
     except ImportError as err:
         raise UmafError(f"the transfer suite needs umaf.generator ({err})") from None
     generator = default_generator(target)  # a UmafError naming `umaf train generator` when missing
-    plan = plan_transfer(target, quick, generator)
+    plan = plan_transfer(target, quick, generator, tasks)
     return run_transfer(plan, default_extractor(), generator, generate_adapter)
 
 

@@ -1,15 +1,19 @@
-"""Training the Adapter Generator: setup -> fit (reconstruction) -> fit (end to end, optional) -> validate.
+"""Training the Adapter Generator: setup -> fit (reconstruction) -> fit (end to end) -> validate.
 
-Reconstruction: for a fingerprint of capability ``c`` read from a source model, the generated ``ΔW`` of
-every module should equal the oracle's; the loss is the normalised Frobenius error
-``||ΔŴ - ΔW||² / ||ΔW||²`` per module (averaged), computed from the factors through small Gram
-matrices so that no ``[out, in]`` matrix is formed. A share of each batch are random unit vectors whose
-target is ``ΔW = 0``, so a fingerprint that names no known capability asks for no change.
+Reconstruction, on the target's oracle library: for a fingerprint of capability ``c`` read from a source
+model, the generated ``ΔW`` of every module should equal the oracle's; the loss is the normalised
+Frobenius error ``||ΔŴ - ΔW||² / ||ΔW||²`` per module (averaged), computed from the factors through small
+Gram matrices so that no ``[out, in]`` matrix is formed. A share of each batch are random unit vectors
+whose target is ``ΔW = 0``, so a fingerprint that names no known capability asks for no change.
 
-End to end (``e2e_steps > 0``): the generated ΔW is added to the frozen target's modules through forward
-hooks, per example, and the target's LM loss on the answer tokens of the capability's train split is
-minimised (plus the reconstruction loss as an anchor). The losses and validation errors are in
-:mod:`umaf.generator.losses`.
+End to end (``e2e_steps > 0``; Text-to-LoRA's SFT mode), on the generator's training world
+(:func:`umaf.capabilities.world.generator_world`: about 200 capabilities, most without an oracle): each
+step draws capabilities, one training-source fingerprint and a few train-split examples of each; the
+ΔW generated from the fingerprint is added to the frozen target's modules through forward hooks, per
+example, and the target's LM loss on the answer tokens is minimised (plus the reconstruction loss where
+the capability has an oracle). It runs under Accelerate (``accelerate launch`` makes it data-parallel)
+and checkpoints to the output folder, from which an interrupted run resumes. The losses and validation
+errors are in :mod:`umaf.generator.losses`.
 
 Held-out capabilities and held-out model families never enter training
 (:func:`umaf.capabilities.check_trainable` is called on every training set); held-out capabilities
