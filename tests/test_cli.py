@@ -63,7 +63,9 @@ def test_overwrite_replaces_an_existing_output(capsys, tiny_llama_dir, extractor
 
 def test_capabilities_list_and_show(capsys):
     code, out, _ = run_cli(capsys, "capabilities", "list")
-    assert code == 0 and "sentiment" in out and "(held out)" in out
+    assert code == 0 and "sentiment" in out and "(held out)" in out and "synonym" not in out
+    code, wide, _ = run_cli(capsys, "capabilities", "list", "--all")
+    assert code == 0 and "synonym" in wide and "country_continent lexical" in wide
     code, out, _ = run_cli(capsys, "capabilities", "show", "add_k:7")
     assert code == 0 and "splits: train=" in out
 

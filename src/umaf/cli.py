@@ -80,10 +80,12 @@ def _cmd_capabilities(args: argparse.Namespace) -> None:
     from umaf.capabilities import get_capability, list_capabilities, list_families
 
     if args.action == "list":
-        for name in list_capabilities(kind=args.kind, extended=args.all):
+        names = list_capabilities(kind=args.kind, extended=args.all)
+        width = max((len(n) for n in names), default=0)
+        for name in names:
             cap = get_capability(name)
             flag = " (held out)" if cap.held_out else ""
-            print(f"{name:16} {cap.kind:15} {cap.description}{flag}")
+            print(f"{name:{width}} {cap.kind:15} {cap.description}{flag}")
         print(f"parametric families: {', '.join(list_families())}  (use as family:param, e.g. add_k:7)")
         if not args.all:
             print("more named capabilities (the adapter generator's training world): --all")
