@@ -239,7 +239,7 @@ def test_suite_wires_the_generator_api(setup: dict, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(umaf.generator, "default_generator", lambda target: stand_in)
     monkeypatch.setattr(umaf.generator, "generate_adapter", stand_in.generate)
     monkeypatch.setattr(umaf.extractor, "default_extractor", lambda: setup["extractor"])
-    monkeypatch.setattr(transfer, "plan_transfer", lambda target, quick, generator: plan)
+    monkeypatch.setattr(transfer, "plan_transfer", lambda target, quick, generator, tasks: plan)
     monkeypatch.setattr(transfer, "read_fingerprints", lambda p, e: fps)
     out = bench_transfer(quick=True, target=setup["target"])
     assert out["target"] == setup["target"]

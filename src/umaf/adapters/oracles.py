@@ -502,6 +502,7 @@ def train_multitask(target: str | LoadedModel, capabilities: Sequence[str], conf
         losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, "multitask", replay)
         seconds = time.perf_counter() - start
         meta = {"target": name, "capabilities": list(capabilities), "config": config.to_dict(),
+                "train_dtype": dtype_name(loaded.dtype), "device": str(loaded.device),
                 "n_train": len(items), "train_seconds": round(seconds, 3),
                 "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
                 "umaf_version": umaf.__version__}

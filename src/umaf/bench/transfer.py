@@ -54,6 +54,12 @@ RANDOM_INIT_SOURCE = ("gpt2", "xs", 1)
 #: The generator's multi-task baseline LoRA trains this many steps per 100 capabilities (at least one
 #: oracle's budget).
 MULTITASK_STEPS_PER_100 = 200
+
+
+def multitask_config(steps: int) -> dict[str, Any]:
+    """Overrides of the target's oracle config for the multi-task baseline (no replay loss: like the
+    bench's oracles, it is scored on its capabilities)."""
+    return {"steps": steps, "replay": 0.0}
 TARGETS = {
     "n_train_capabilities": ">= 200",
     "recovery_seen": ">= 0.9",
@@ -309,8 +315,10 @@ def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float =
 # ------------------------------------------------------------------------------------------- running
 
 
-def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = True) -> Any:
-    """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing.
+def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = True,
+                  config: dict[str, Any] | None = None) -> Any:
+    """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing
+    (with the target's default oracle config, ``config`` overriding fields).
 
     A user's file gets its own folder, named by its contents, outside the oracle library (so a file
     called like a built-in never reads the built-in's oracle, and no generator trains on it)."""
@@ -324,7 +332,7 @@ def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = Tr
     else:
         path = oracle_dir(target, capability)
     if read_oracle_meta(path) is None:
-        train_oracle(loaded, cap, output=path if cap.kind == "custom" else None, overwrite=True,
+        train_oracle(loaded, cap, config, output=path if cap.kind == "custom" else None, overwrite=True,
                      progress=progress)
     return OracleEntry.from_dir(path)
 
@@ -341,7 +349,7 @@ def run_transfer(plan: TransferPlan, extractor: Any, generator: Any, generate: C
     fps = read_fingerprints(plan, extractor)
     loaded = load(plan.target)
     steps = max(100, MULTITASK_STEPS_PER_100 * len(plan.world) // 100)
-    multitask, multitask_seconds = train_multitask(loaded, plan.world, {"steps": steps}, progress)
+    multitask, multitask_seconds = train_multitask(loaded, plan.world, multitask_config(steps), progress)
     rows = []
     with tempfile.TemporaryDirectory(prefix="umaf-transfer-") as tmp:
         m = Measurer(loaded, generator, generate, Path(tmp), plan.eval_limit)
