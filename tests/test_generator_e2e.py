@@ -43,9 +43,11 @@ def _world():  # noqa: ANN202
 
 def _worker(out_dir: str) -> None:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from umaf.generator.train import fit_end_to_end
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # forked from a process that may hold one
     accelerator = Accelerator()
     gen, target, config = _generator()
     losses = fit_end_to_end(gen, None, target, _world(), config, accelerator)
