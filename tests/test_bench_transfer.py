@@ -13,6 +13,7 @@ from umaf.adapters.oracles import OracleConfig, train_oracle
 from umaf.bench.transfer import (
     MIN_ORACLE_GAIN,
     TransferPlan,
+    adapter_tag,
     aggregate,
     bench_transfer,
     nearest_training_capability,
@@ -176,9 +177,14 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
     from umaf.evaluation import perplexity
     from umaf.models import load
 
+    from umaf.capabilities import Example, write_jsonl
+
     source = setup["source"]
+    user = tmp_path / "files" / "mytask.jsonl"
+    user.parent.mkdir()
+    write_jsonl([Example(f"w{i}", f"w{i}w") for i in range(40)], user)
     plan = TransferPlan(setup["target"], ["uppercase"], [], ["capital"], [source], [],
-                        ["uppercase", "reverse"], eval_limit=8)
+                        ["uppercase", "reverse"], eval_limit=8, user=[str(user)])
     fps = transfer.read_fingerprints(plan, setup["extractor"])
     monkeypatch.setattr(transfer, "read_fingerprints", lambda p, e: fps)
     codes: dict[tuple[str, str | None], float] = {}
@@ -194,23 +200,28 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
     out = run_transfer(plan, setup["extractor"], stand_in, stand_in.generate, progress=False)
     rows = {r["capability"]: r for r in out["capabilities"]}
     assert rows["capital"]["group"] == "heldout" and rows["uppercase"]["group"] == "seen"
+    assert rows[str(user)]["group"] == "user" and sorted(user.parent.iterdir()) == [user]  # nothing added
     target, given = load(setup["target"]), dict(stand_in.calls)
-    for cap, row in rows.items():  # each figure comes from the adapter it names
-        reading, control = fps[source, cap], given[f"{cap}-random"]
-        assert torch.equal(given[f"{cap}-0"].vector, reading.vector)  # the source's own reading
+    for i, (cap, row) in enumerate(rows.items()):  # each figure comes from the adapter it names
+        tag = adapter_tag(i, cap)
+        reading, control = fps[source, cap], given[f"{tag}-random"]
+        assert torch.equal(given[f"{tag}-0"].vector, reading.vector)  # the source's own reading
         assert control.meta == reading.meta and not torch.equal(control.vector, reading.vector)
-        assert torch.equal(given[f"{cap}-wrong"].vector, fps[source, row["wrong_from"]].vector)
+        assert torch.equal(given[f"{tag}-wrong"].vector, fps[source, row["wrong_from"]].vector)
         assert row["wrong_from"] != cap and row["retrieved"] != cap and row["retrieved"] in plan.world
-        assert torch.equal(given[f"{cap}-retrieval"].vector, fps[source, row["retrieved"]].vector)
-        assert torch.equal(given[f"{cap}-untrained-0"].vector, fps["random-init", cap].vector)
-        base, oracle = codes[cap, None], codes[cap, setup["oracles"][cap].name]
+        assert torch.equal(given[f"{tag}-retrieval"].vector, fps[source, row["retrieved"]].vector)
+        assert torch.equal(given[f"{tag}-untrained-0"].vector, fps["random-init", cap].vector)
+        oracle_name = setup["oracles"][cap].name if cap in setup["oracles"] else None
+        base = codes[cap, None]
+        oracle = codes[cap, oracle_name] if oracle_name else row["oracle"]
         assert (row["base"], row["oracle"]) == (base, oracle)
-        assert row["generated"] == {source: codes[cap, f"{cap}-0"]}
-        assert row["random"] == codes[cap, f"{cap}-random"] and row["wrong"] == codes[cap, f"{cap}-wrong"]
+        assert row["generated"] == {source: codes[cap, f"{tag}-0"]}
+        assert row["random"] == codes[cap, f"{tag}-random"] and row["wrong"] == codes[cap, f"{tag}-wrong"]
         assert row["multitask"] == codes[cap, Path(out["multitask_path"]).name]
         assert row["recovery"][source] == pytest.approx((row["generated"][source] - base) / (oracle - base))
-        assert row["perplexity_generated"] == pytest.approx(perplexity(target, tmp_path / f"{cap}-0"))
-        assert row["perplexity_oracle"] == pytest.approx(perplexity(target, setup["oracles"][cap]))
+        assert row["perplexity_generated"] == pytest.approx(perplexity(target, tmp_path / f"{tag}-0"))
+        if oracle_name:
+            assert row["perplexity_oracle"] == pytest.approx(perplexity(target, setup["oracles"][cap]))
     assert out["perplexity_base"] == pytest.approx(perplexity(target, None))
     assert out["recovery_seen"] == pytest.approx(rows["uppercase"]["recovery_out_of_sample"])
     assert out["recovery_heldout"] == pytest.approx(rows["capital"]["recovery_out_of_sample"])

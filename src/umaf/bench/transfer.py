@@ -225,29 +225,38 @@ class Measurer:
         return perplexity(self.loaded, adapter)
 
 
+def adapter_tag(index: int, capability: str) -> str:
+    """Folder-name stem of the adapters a run writes for its ``index``-th capability (a user's file is
+    named by its capability name, never by its path)."""
+    from umaf.io import slug
+
+    return f"{index:02d}-{slug(get_capability(capability).name)}"
+
+
 def measure_capability(m: Measurer, plan: TransferPlan, cap: str, fps: dict[tuple[str, str], Fingerprint],
                        oracle: Any, multitask: Path, seed: int) -> dict[str, Any]:
-    """One row: base, oracle, generated per source, the two baselines and the three controls."""
-    info = get_capability(cap)
+    """One row: base, oracle, generated per source, the two baselines and the three controls; every
+    adapter is written under the run's work folder, named by :func:`adapter_tag`."""
+    info, tag = get_capability(cap), adapter_tag(seed, cap)
     row: dict[str, Any] = {"capability": cap, "group": plan.group(cap), "kind": info.kind,
                            "oracle_train_seconds": oracle.train_seconds,
                            "base": m.accuracy(cap), "oracle": m.accuracy(cap, oracle.path)}
     row["oracle_gain"] = row["oracle"] - row["base"]
     row["included"] = row["oracle_gain"] >= MIN_ORACLE_GAIN
     main = plan.sources[0]
-    row["generated"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{cap}-{i}")
+    row["generated"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{tag}-{i}")
                         for i, s in enumerate(plan.sources + plan.in_sample)}
     gallery = {c: fps[main, c] for c in plan.world}
     row["retrieved"] = nearest_training_capability(fps[main, cap], gallery, exclude=cap)
-    row["retrieval"] = m.generated_accuracy(cap, gallery[row["retrieved"]], f"{cap}-retrieval")
+    row["retrieval"] = m.generated_accuracy(cap, gallery[row["retrieved"]], f"{tag}-retrieval")
     row["multitask"] = m.accuracy(cap, multitask)
     others = plan.capabilities
     row["wrong_from"] = others[(others.index(cap) + 1) % len(others)]
-    row["wrong"] = m.generated_accuracy(cap, fps[main, row["wrong_from"]], f"{cap}-wrong")
+    row["wrong"] = m.generated_accuracy(cap, fps[main, row["wrong_from"]], f"{tag}-wrong")
     untrained = ["random-init"] + plan.untrained.get(cap, [])
-    row["untrained"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{cap}-untrained-{i}")
+    row["untrained"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{tag}-untrained-{i}")
                         for i, s in enumerate(untrained)}
-    row["random"] = m.generated_accuracy(cap, random_fingerprint(fps[main, cap], seed), f"{cap}-random")
+    row["random"] = m.generated_accuracy(cap, random_fingerprint(fps[main, cap], seed), f"{tag}-random")
     rec = lambda v: recovery(v, row["base"], row["oracle"])  # noqa: E731
     row["recovery"] = {s: rec(v) for s, v in row["generated"].items()}
     row["recovery_out_of_sample"] = _mean([row["recovery"][s] for s in plan.sources])
@@ -255,7 +264,7 @@ def measure_capability(m: Measurer, plan: TransferPlan, cap: str, fps: dict[tupl
         row[f"recovery_{key}"] = rec(row[key])
     row["recovery_untrained"] = _mean([rec(v) for v in row["untrained"].values()])
     if m.base_perplexity == m.base_perplexity:  # not NaN: perplexity is measured in this run
-        row["perplexity_generated"] = m.perplexity(m.workdir / f"{cap}-0")
+        row["perplexity_generated"] = m.perplexity(m.workdir / f"{tag}-0")
         row["perplexity_oracle"] = m.perplexity(oracle.path)
     return row
 
@@ -379,5 +388,5 @@ def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = 
     return run_transfer(plan, default_extractor(), generator, generate_adapter)
 
 
-__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "aggregate", "bench_transfer", "nearest_training_capability",
+__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer", "nearest_training_capability",
            "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
