@@ -174,10 +174,9 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
                                              tmp_path: Path) -> None:
     import umaf.bench.transfer as transfer
     import umaf.evaluation
+    from umaf.capabilities import Example, write_jsonl
     from umaf.evaluation import perplexity
     from umaf.models import load
-
-    from umaf.capabilities import Example, write_jsonl
 
     source = setup["source"]
     user = tmp_path / "files" / "mytask.jsonl"

@@ -388,5 +388,5 @@ def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = 
     return run_transfer(plan, default_extractor(), generator, generate_adapter)
 
 
-__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer", "nearest_training_capability",
-           "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
+__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer",
+           "nearest_training_capability", "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
