@@ -42,12 +42,11 @@ def _world():  # noqa: ANN202
 
 
 def _worker(out_dir: str) -> None:
+    """One process of the data-parallel run (started by ``torch.distributed.run``)."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     from umaf.generator.train import fit_end_to_end
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # forked from a process that may hold one
     accelerator = Accelerator()
     gen, target, config = _generator()
     losses = fit_end_to_end(gen, None, target, _world(), config, accelerator)
@@ -57,9 +56,23 @@ def _worker(out_dir: str) -> None:
 
 
 def test_two_processes_train_in_step(tmp_path: Path) -> None:
-    from accelerate import debug_launcher
+    """Two fresh CPU processes on gloo, as ``accelerate launch`` / ``torchrun`` start them."""
+    import os
+    import socket
+    import subprocess
+    import sys
 
-    debug_launcher(_worker, args=(str(tmp_path),), num_processes=2)
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                      "from test_generator_e2e import _worker\n_worker(sys.argv[1])\n")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", str(port), str(script), str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert [r["world"] for r in records] == [2, 2]
     assert records[0]["losses"] != records[1]["losses"]  # each process drew its own batches
