@@ -62,7 +62,7 @@ class GeneratorConfig:
     n_blocks: int = field(default=2, metadata={"help": "Residual MLP blocks in the trunk."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout in the trunk during training."})
     # --- reconstruction training on the oracle library ---
-    steps: int = field(default=500, metadata={"help": "Reconstruction optimiser steps."})
+    steps: int = field(default=1500, metadata={"help": "Reconstruction optimiser steps."})
     batch_size: int = field(default=8, metadata={"help": "Fingerprints per reconstruction step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -95,7 +95,8 @@ class GeneratorConfig:
     )
     # --- end-to-end phase through the frozen target (Text-to-LoRA's SFT mode) ---
     e2e_steps: int = field(
-        default=2000, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off)."}
+        default=0, metadata={"help": "End-to-end LM-loss steps after reconstruction (0 = off; the world-"
+                             "trained generator of the README used 2000 after 500 reconstruction steps)."}
     )
     capabilities: tuple[str, ...] | None = field(
         default=None,

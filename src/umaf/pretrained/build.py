@@ -31,11 +31,6 @@ TARGET = "smollm2"
 LIBRARY: tuple[str, ...] = ("plural", "past_tense", "antonym", "uppercase", "sentiment")
 #: Oracles whose LoRAs ship (the capabilities the demo evaluates).
 SHIPPED_ORACLES: tuple[str, ...] = ("plural", "past_tense")
-#: Sources of the shipped generator's training fingerprints, and those it never reads (held apart for the
-#: transfer bench's out-of-sample figures: another model of a trained family and size, and the held-out
-#: family).
-GENERATOR_SOURCES: tuple[str, ...] = ("minilm", "zoo:q-bert-xs-a", "zoo:q-gpt2-xs-a", "zoo:q-llama-xs-a")
-GENERATOR_VAL_SOURCES: tuple[str, ...] = ("zoo:q-gpt2-xs-b", "zoo:q-t5-xs-a")
 #: Full-zoo families the interpolator (several sizes) and the gate (its reference model) train on.
 FULL_ZOO_FAMILIES: tuple[str, ...] = ("gpt2", "llama")
 #: The reference fingerprint that guards the shipped extractor against drift in capture or dependencies.
@@ -78,9 +73,9 @@ def _train_oracles() -> None:
 
 
 def _train_generator() -> None:
-    from umaf.generator import GeneratorConfig, train_generator
+    from umaf.generator import train_generator
 
-    train_generator(TARGET, GeneratorConfig(sources=GENERATOR_SOURCES, val_sources=GENERATOR_VAL_SOURCES))
+    train_generator(TARGET)
 
 
 def _full_zoo_done() -> bool:
