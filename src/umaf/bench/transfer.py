@@ -41,8 +41,6 @@ from umaf.fingerprint import Fingerprint
 
 #: Oracles that gain less than this over base are left out of every aggregate.
 MIN_ORACLE_GAIN = 0.1
-#: Real source models (besides the zoo): in the generator's training sources, so reported apart.
-REAL_SOURCES: tuple[str, ...] = ("minilm",)
 #: Seen capabilities measured (those in the generator's training world), named first then world ones.
 SEEN_CAPABILITIES: tuple[str, ...] = (
     "plural", "antonym", "past_tense", "sentiment", "uppercase", "synonym", "country_language",
@@ -136,6 +134,8 @@ def plan_transfer(target: str, quick: bool, generator: Any, tasks: Sequence[str]
     heldout = list(HELD_OUT_CAPABILITIES)
     if quick:
         seen, instances, heldout = seen[:2], instances[:2], heldout[:3]
+    from umaf.generator.data import REAL_SOURCES  # real models (besides the zoo) a generator trains on
+
     in_sample = [s for s in REAL_SOURCES if s in trained_sources]
     plan = TransferPlan(target, seen, instances, heldout, sources, in_sample, world,
                         eval_limit=eval_limit(quick))
