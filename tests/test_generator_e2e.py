@@ -105,3 +105,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     longer = fit_end_to_end(more, None, target, _world(), replace(config, e2e_steps=6), Accelerator(),
                             checkpoint)
     assert len(longer) == 6 and longer[:4] == pytest.approx(part, rel=1e-5)  # goes on from step 4
+    other, target, config = _generator()  # another learning rate: the checkpoint is not this run's
+    fresh = fit_end_to_end(other, None, target, _world(), replace(config, e2e_steps=6, e2e_lr=1e-3),
+                           Accelerator(), checkpoint)
+    assert len(fresh) == 6 and fresh[0] == pytest.approx(whole[0], rel=1e-5) and fresh[5] != longer[5]

@@ -325,6 +325,16 @@ def _save_adapter(peft_model: Any, tmp: Path, meta: dict) -> None:
     (tmp / ORACLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
+def _fit_attached(peft_model: Any, loaded: LoadedModel, items: list[Encoded], config: OracleConfig,
+                  desc: str, progress: bool) -> tuple[list[float], float]:
+    """Train the LoRA attached to ``loaded`` on ``items`` (with the replay loss the config asks for);
+    returns the loss per step and the seconds it took."""
+    start = time.perf_counter()
+    replay = replay_items(loaded, config.max_length) if config.replay > 0 else []
+    losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, desc, replay)
+    return losses, time.perf_counter() - start
+
+
 def fit_oracle(loaded: LoadedModel, target: str, capability: Capability, config: OracleConfig,
                output: Path, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Train one oracle on an already loaded target and write it atomically to ``output``.
@@ -339,11 +349,7 @@ def fit_oracle(loaded: LoadedModel, target: str, capability: Capability, config:
     base_accuracy = eval_accuracy(loaded, capability, config.eval_examples)
     base_seconds = time.perf_counter() - start
     with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
-        start = time.perf_counter()
-        replay = replay_items(loaded, config.max_length) if config.replay > 0 else []
-        pad = pad_id(loaded.tokenizer)
-        losses = fit_lora(peft_model, items, pad, config, progress, capability.name, replay)
-        train_seconds = time.perf_counter() - start
+        losses, train_seconds = _fit_attached(peft_model, loaded, items, config, capability.name, progress)
         start = time.perf_counter()
         accuracy = eval_accuracy(LoadedModel(peft_model, loaded.tokenizer, loaded.info), capability,
                                  config.eval_examples)
@@ -489,6 +495,7 @@ def train_multitask(target: str | LoadedModel, capabilities: Sequence[str], conf
     check_trainable(capabilities)
     loaded, config = load_target(target, config)
     check_generative(loaded)
+    check_target_modules(loaded.model, config.target_modules, config.rank)
     name = loaded.info.name if isinstance(target, LoadedModel) else str(target)
     path = multitask_dir(name, capabilities, config)
     meta_file = path / ORACLE_FILE
@@ -497,10 +504,7 @@ def train_multitask(target: str | LoadedModel, capabilities: Sequence[str], conf
     items = [enc for cap in capabilities
              for enc in encode_train_split(loaded, get_capability(cap), config.max_length)]
     with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
-        start = time.perf_counter()
-        replay = replay_items(loaded, config.max_length) if config.replay > 0 else []
-        losses = fit_lora(peft_model, items, pad_id(loaded.tokenizer), config, progress, "multitask", replay)
-        seconds = time.perf_counter() - start
+        losses, seconds = _fit_attached(peft_model, loaded, items, config, "multitask", progress)
         meta = {"target": name, "capabilities": list(capabilities), "config": config.to_dict(),
                 "train_dtype": dtype_name(loaded.dtype), "device": str(loaded.device),
                 "n_train": len(items), "train_seconds": round(seconds, 3),

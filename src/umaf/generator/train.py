@@ -175,9 +175,20 @@ class World:
         return cls(names, fps, rows)
 
 
+#: Config fields a resumed run may change (how long it goes on, how it reports).
+_RESUMABLE_CHANGES = ("e2e_steps", "checkpoint_every", "val_every", "progress")
+
+
+def _run_key(world: World, config: GeneratorConfig) -> str:
+    """What a checkpoint must share with the run that resumes it: the capabilities and the settings."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    return json.dumps({"capabilities": world.names, "config": settings}, sort_keys=True)
+
+
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                     losses: list[float]) -> None:
-    """Generator weights, AdamW moments, the step and the loss curve as one safetensors file."""
+                     losses: list[float], run: str) -> None:
+    """Generator weights, AdamW moments, the step, the loss curve and the run's key as one safetensors
+    file."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -185,14 +196,15 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    meta = {"step": str(step), "losses": json.dumps([round(v, 5) for v in losses])}
+    meta = {"step": str(step), "losses": json.dumps([round(v, 5) for v in losses]), "run": run}
     with atomic_path(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _load_checkpoint(path: Path, model: nn.Module,
-                     optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
-    """Restore what :func:`_save_checkpoint` wrote; ``(0, [])`` when there is none or it does not fit."""
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     run: str) -> tuple[int, list[float]]:
+    """Restore what :func:`_save_checkpoint` wrote; ``(0, [])`` when there is none, or it is another
+    run's (other capabilities or settings) or does not fit the model."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -200,6 +212,8 @@ def _load_checkpoint(path: Path, model: nn.Module,
     try:
         with safe_open(str(path), framework="pt") as f:
             meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if meta.get("run") != run:
+            raise ValueError("made by a run with other capabilities or settings")
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         params = [p for group in optimizer.param_groups for p in group["params"]]
         for i, param in enumerate(params):
@@ -242,7 +256,8 @@ def fit_end_to_end(
     encoded = {i: encode_train_split(loaded, get_capability(world.names[i]), config.e2e_max_length)
                for i in caps}
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.e2e_lr, weight_decay=config.weight_decay)
-    start, losses = _load_checkpoint(checkpoint, generator, optimizer) if checkpoint else (0, [])
+    run = _run_key(world, config)
+    start, losses = _load_checkpoint(checkpoint, generator, optimizer, run) if checkpoint else (0, [])
     warmup = min(config.warmup, max(1, config.e2e_steps // 10))
     scheduler = warmup_cosine_scheduler(optimizer, config.e2e_steps, warmup, floor=0.1)
     with warnings.catch_warnings():  # fast-forwarding the schedule of a resumed run, before any step
@@ -290,7 +305,7 @@ def fit_end_to_end(
             if checkpoint and accelerator.is_main_process and (
                 step % config.checkpoint_every == 0 or step == config.e2e_steps
             ):
-                _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, losses)
+                _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, losses, run)
     return losses
 
 
@@ -446,7 +461,7 @@ def setup(
         from umaf.capabilities.world import generator_world
 
         world_names = list(config.capabilities or generator_world(config.seed))
-        check_trainable(world_names)
+        check_trainable(world_names)  # before any source is read for them
         vectors, _ = collect_fingerprints(train_src, world_names, extractor, cache, config.progress, True,
                                           device)
         world = World.build(world_names, vectors, names[0], lib)
