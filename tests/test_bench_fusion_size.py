@@ -12,19 +12,20 @@ import torch
 import torch.nn.functional as F
 
 import umaf
+from umaf.adapters.merge import PEFT_MERGES
 from umaf.bench import fusion as fusion_bench
 from umaf.bench import size as size_bench
 from umaf.bench.registry import SUITES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.fusion import FUSION_MODES
 from umaf.interpolator import InterpolatorConfig, Scale, SizeInterpolator, ZooFingerprint
 from umaf.models import TINY_SIZES
 from umaf.zoo import ZooEntry
 
 CAPS = ("reverse", "uppercase", "add", "plural")
 PARAMS = {"xs": 30_000, "s": 170_000, "m": 460_000}
-BASE, SINGLE, FUSED, ORACLE, MERGED = 0.1, 0.9, 0.8, 0.95, 0.5
+BASE, SINGLE, FUSED, ORACLE, MERGED, DISTILLED = 0.1, 0.9, 0.8, 0.95, 0.5, 0.65
+INSEPARABLE = {"reverse", "uppercase"}  # the stand-in target cannot tell these inputs apart
 
 
 def zoo_entries(tmp_path: Path) -> list[ZooEntry]:
@@ -59,13 +60,19 @@ def stand_in_toolkit(tmp_path: Path) -> fusion_bench.Toolkit:
         (out / "made.json").write_text(json.dumps({"caps": caps, "moved": "target_scale" in fp.meta}))
         return out
 
-    def merge(adapters, method: str, weight: float, out: Path) -> Path:
-        assert method in fusion_bench.MERGES
+    def merge(adapters, method: str, caps, out: Path, weight: float, steps: int) -> Path:
+        assert method == "distil" or method in PEFT_MERGES
         out.mkdir(parents=True)
-        (out / "made.json").write_text(json.dumps({"caps": [p.name for p in adapters], "merge": method}))
+        (out / "made.json").write_text(json.dumps({"caps": list(caps), "merge": method, "weight": weight}))
         return out
 
-    def evaluate(cap: str, adapter: Path | None) -> float:
+    def multitask(caps) -> Path:
+        out = tmp_path / "multitask" / "+".join(caps)
+        out.mkdir(parents=True)
+        (out / "made.json").write_text(json.dumps({"caps": list(caps), "oracle": True}))
+        return out
+
+    def evaluate(cap: str, adapter: Path | None, split: str = "eval") -> float:
         if adapter is None:
             return BASE
         made = json.loads((adapter / "made.json").read_text())
@@ -73,8 +80,10 @@ def stand_in_toolkit(tmp_path: Path) -> fusion_bench.Toolkit:
             return BASE
         if "oracle" in made:
             return ORACLE
-        if "merge" in made:
-            return MERGED
+        if made.get("merge") == "distil":
+            return DISTILLED
+        if "merge" in made:  # validation prefers weight 0.5, eval weight 1: the choice must follow validation
+            return MERGED + (0.05 if (made["weight"] == 0.5) == (split == "probe") else 0.0)
         return (SINGLE if len(made["caps"]) == 1 else FUSED) - (0.0 if made.get("moved") else 0.2)
 
     oracles = {}
@@ -84,15 +93,16 @@ def stand_in_toolkit(tmp_path: Path) -> fusion_bench.Toolkit:
         (oracles[cap] / "made.json").write_text(json.dumps({"caps": [cap], "oracle": True}))
     return fusion_bench.Toolkit(
         target="zoo:llama-m-a", generate=generate, evaluate=evaluate, fingerprint=stand_in_fp,
-        oracles=oracles, zoo=zoo_entries(tmp_path), merge=merge, target_family="llama",
+        oracles=oracles, zoo=zoo_entries(tmp_path), merge=merge, target_family="llama", multitask=multitask,
+        separability=lambda caps: 0.5 if set(caps) >= INSEPARABLE else 1.0,
     )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ M4
 
 
-def test_suites_pass_the_target_on_and_default_to_the_zoo_llama(monkeypatch: pytest.MonkeyPatch,
-                                                                tmp_path: Path) -> None:
+def test_suites_pass_the_target_on_and_have_their_defaults(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
     from umaf.bench import run_benchmark
 
     asked = []
@@ -109,7 +119,7 @@ def test_suites_pass_the_target_on_and_default_to_the_zoo_llama(monkeypatch: pyt
         for target in (None, "zoo:other"):
             with pytest.raises(UmafError, match="stop here"):
                 run_benchmark(suite, tmp_path / f"{suite}.json", quick=True, target=target)
-    assert asked == ["zoo:llama-m-a", "zoo:other"] * 2 and not list(tmp_path.iterdir())
+    assert asked == ["smollm2", "zoo:other", "zoo:llama-m-a", "zoo:other"] and not list(tmp_path.iterdir())
     with pytest.raises(UmafError, match="takes no --target"):
         run_benchmark("fingerprints", tmp_path / "f.json", quick=True, target="zoo:other")
 
@@ -128,25 +138,32 @@ def test_plan_and_sources() -> None:
 
 
 def test_fusion_suite_figures_with_stand_ins(tmp_path: Path) -> None:
-    results = fusion_bench.run_fusion(stand_in_toolkit(tmp_path), quick=True)
+    results = fusion_bench.run_fusion(stand_in_toolkit(tmp_path), quick=False)
     assert results["m4_capabilities"] == sorted(CAPS), "held-out capabilities are not fused"
-    fused_keep = (FUSED - 0.2 - BASE) / (SINGLE - 0.2 - BASE)
-    assert results["m4_keep_fraction"] == pytest.approx(fused_keep)
-    assert results["m4_best_peft_merge_keep_fraction"] == pytest.approx((MERGED - BASE) / (ORACLE - BASE))
-    query_free = [f"fused_{m}" for m in FUSION_MODES.names() if not FUSION_MODES.get(m).uses_gate]
-    assert results["m4_mode"] in query_free and "fused_gated" not in query_free
-    assert results["m4_best_peft_merge"].removeprefix("peft_") in fusion_bench.MERGES
-    record = results["combinations"][0]
-    assert set(record["accuracy"]) == {*query_free, "peft_linear", "peft_ties", "peft_dare_linear"}
+    single = SINGLE - 0.2 - BASE  # generated single adapters (not moved to the target's scale)
+    assert results["m4_mode"] == "distil"
+    assert results["m4_keep_fraction"] == pytest.approx((DISTILLED - BASE) / single)
+    assert results["m4_keep_fraction_fused_average"] == pytest.approx((FUSED - 0.2 - BASE) / single)
+    assert results["m4_best_peft_merge"].removeprefix("peft_") in PEFT_MERGES
+    assert results["m4_best_peft_merge_keep_fraction"] == pytest.approx((MERGED - BASE) / single)
+    assert results["m4_oracle_multitask_keep_fraction"] == pytest.approx(1.0)
+    records = results["combinations"]
+    apart = [r for r in records if set(r["capabilities"]) >= INSEPARABLE]
+    assert apart and results["m4_combinations_inseparable"] == len(apart)
+    assert results["m4_combinations"] + len(apart) == len(records)
+    record = records[0]
+    assert set(record["accuracy"]) == {"fused_average", "fused_slerp", "distil", "oracle_multitask",
+                                       *(f"peft_{m}" for m in PEFT_MERGES)}  # fmt: skip
+    assert record["setting"]["peft_linear"] == "weight 0.5", "settings are chosen on validation"
+    assert record["accuracy"]["peft_linear"] == dict.fromkeys(record["capabilities"], MERGED)
     assert len({s.split("-")[0] for s in record["sources"]}) == len(record["capabilities"])
-    assert 0 < record["fused_norm"]["fused_average"] < record["fused_norm"]["fused_slerp"] + 1e-6
 
 
 def test_recorded_gains_preselect_capabilities(tmp_path: Path) -> None:
     kit = stand_in_toolkit(tmp_path)
     measured = []
     evaluate = kit.evaluate
-    kit.evaluate = lambda cap, adapter: measured.append(cap) or evaluate(cap, adapter)
+    kit.evaluate = lambda cap, adapter, split="eval": measured.append(cap) or evaluate(cap, adapter, split)
     kit.oracles["add_k:7"] = kit.oracles["add"]  # no zoo model learnt it: no source can be read
     kit.recorded_gain = {"reverse": 0.0, "uppercase": 0.9, "add": 0.5, "plural": 0.7, "add_k:7": 1.0}
     caps, base, oracle = fusion_bench.reference_accuracies(kit, quick=True)
@@ -156,7 +173,7 @@ def test_recorded_gains_preselect_capabilities(tmp_path: Path) -> None:
 
 def test_fusion_suite_needs_learnable_capabilities(tmp_path: Path) -> None:
     kit = stand_in_toolkit(tmp_path)
-    kit.evaluate = lambda cap, adapter: BASE
+    kit.evaluate = lambda cap, adapter, split="eval": BASE
     with pytest.raises(UmafError, match="gain"):
         fusion_bench.run_fusion(kit, quick=True)
 
@@ -186,31 +203,6 @@ def test_missing_dependencies_name_the_command(
         fusion_bench.resolve_toolkit("zoo:llama-m-a")
     with pytest.raises(UmafError, match="umaf train interpolator"):
         size_bench.bench_size(quick=True)
-
-
-@pytest.mark.parametrize("method", fusion_bench.MERGES)
-def test_peft_merge_on_a_tiny_target(method: str, tiny_llama, tmp_path: Path) -> None:
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    from umaf.models import build_tiny
-
-    target = tmp_path / "target"
-    tiny_llama.model.save_pretrained(target)
-    tiny_llama.tokenizer.save_pretrained(target)
-    adapters = []
-    for i in range(2):
-        fresh = build_tiny("llama", "xs", seed=0).model
-        peft = get_peft_model(fresh, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.1, generator=torch.Generator().manual_seed(i))
-        peft.save_pretrained(tmp_path / f"lora{i}")
-        adapters.append(tmp_path / f"lora{i}")
-    merged = fusion_bench.peft_merge(str(target), adapters, method, 1.0, tmp_path / "merged")
-    assert (merged / "adapter_config.json").is_file()
-    loaded = PeftModel.from_pretrained(build_tiny("llama", "xs", seed=0).model, str(merged))
-    b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
-    assert b and any(p.abs().sum() > 0 for p in b)
 
 
 # ------------------------------------------------------------------------------------------------ M5

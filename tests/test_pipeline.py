@@ -48,7 +48,7 @@ def test_every_shipped_example_parses(path: Path) -> None:
 
 def test_demo_fuses_two_architectures_for_smollm2() -> None:
     spec = load_pipeline(EXAMPLES_DIR / "demo.yaml")
-    assert spec.adapter is not None and spec.adapter.target == "smollm2"
+    assert spec.adapter is not None and spec.adapter.target == "smollm2" and spec.adapter.merge == "distil"
     models = {ref.model for ref in spec.adapter.sources}
     assert len(models) == 2 and "smollm2" not in models
     assert spec.evaluate is not None and set(spec.evaluate.capabilities) == {"plural", "past_tense"}
@@ -96,14 +96,21 @@ def _broken(path: str, value: object) -> dict:
         ("adapter.rank", 0, "adapter.rank: expected a positive integer"),
         ("adapter.interpolate", "sometimes", "adapter.interpolate: expected true, false or auto"),
         ("adapter.query", "plural", "adapter.query: the gated fusion mode needs"),
+        ("adapter.merge", "blend", "adapter.merge: expected distil, linear, cat, ties, dare_linear"),
+        ("adapter.fusion", "slerp", None),  # with merge (below): the two exclude each other
         ("adapter.from.1.weight", "heavy", "adapter.from[1].weight: expected a number"),
         ("evaluate.oracle", "yes", "evaluate.oracle: expected true or false"),
         ("compare", {"metric": "cka"}, "compare.metric: unknown fingerprint metric"),
     ],
 )
-def test_bad_pipelines_name_the_key(path: str, value: object, message: str) -> None:
+def test_bad_pipelines_name_the_key(path: str, value: object, message: str | None) -> None:
+    data = _broken(path, value)
+    if message is None:
+        parse_pipeline(data, "t.yaml")  # valid alone
+        data["adapter"]["merge"] = "distil"
+        message = "adapter.merge: merge combines one adapter per source; give either fusion or merge"
     with pytest.raises(UmafError, match=r"^t\.yaml: ") as err:
-        parse_pipeline(_broken(path, value), "t.yaml")
+        parse_pipeline(data, "t.yaml")
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -315,6 +322,32 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     with pytest.raises(UmafError, match="output: .* exists; pass --overwrite"):
         run_pipeline(spec, extractor=tiny_world["extractor"])
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_pipeline_merges_one_adapter_per_source(tiny_world: dict, tmp_path: Path) -> None:
+    from umaf.pipeline import run_pipeline
+
+    paths = tiny_world["paths"]
+    data = {
+        "name": "tiny-merge",
+        "output": str(tmp_path / "out"),
+        "sources": [{"model": paths["gpt2"], "capabilities": ["uppercase"]}],
+        "adapter": {
+            "target": paths["llama"], "rank": 2, "merge": "distil",
+            "from": [{"model": paths["gpt2"], "capability": "uppercase"},
+                     {"model": paths["bert"], "capability": "sentiment"}],
+        },
+        "evaluate": {"limit": 2, "oracle": False},
+    }  # fmt: skip
+    results = run_pipeline(parse_pipeline(data, "m.yaml"), extractor=tiny_world["extractor"])
+    out = tmp_path / "out"
+    assert not (out / "fingerprints" / "fused.safetensors").exists() and not (out / "singles").exists()
+    merged = json.loads((out / "adapter" / "merge.json").read_text())
+    assert merged["method"] == "distil" and merged["capabilities"] == ["uppercase", "sentiment"]
+    adapter = results["adapter"]
+    assert adapter["merge"] == "distil" and adapter["fusion_mode"] is None and adapter["rank"] == 4
+    assert 0.5 <= adapter["input_separability"] <= 1.0 and adapter["merge_seconds"] >= 0
+    assert [s["capability"] for s in adapter["sources"]] == ["uppercase", "sentiment"]
 
 
 def test_source_warnings_name_each_weak_source_once(capsys: pytest.CaptureFixture) -> None:

@@ -255,6 +255,32 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         print(f"umaf: warning: {warning}", file=sys.stderr)
 
 
+def _cmd_merge(args: argparse.Namespace) -> None:
+    from umaf.adapters.merge import SEPARABLE, DistilConfig, check_merge, input_separability, merge_adapters
+    from umaf.capabilities import get_capability
+    from umaf.io import check_writable
+    from umaf.models import load
+
+    check_writable(args.output, args.overwrite)
+    caps = [get_capability(c) for c in args.capabilities or ()]
+    if caps and len(caps) != len(args.adapters):
+        raise UmafError(f"got {len(caps)} capabilities for {len(args.adapters)} adapters; give one each")
+    config = DistilConfig(steps=args.steps) if args.steps is not None else None
+    check_merge(args.adapters, args.method, args.weights, caps or None)  # before the target is loaded
+    loaded = load(args.target, allow_download=args.allow_download, dtype=args.dtype, device=args.device)
+    if caps:
+        separability = input_separability(loaded, caps)
+        names = " / ".join(c.name for c in caps)
+        print(f"{args.target} tells the inputs of {names} apart at {separability:.2f}", file=sys.stderr)
+        if separability < SEPARABLE:
+            print(f"umaf: warning: below {SEPARABLE}: one adapter cannot serve inputs the target confuses; "
+                  "expect the merged adapter to lose some of each", file=sys.stderr)
+    path = merge_adapters(loaded, args.adapters, args.output, method=args.method, weights=args.weights,
+                          capabilities=caps or None, config=config, overwrite=args.overwrite)
+    print(f"wrote {path} ({args.method} of {len(args.adapters)} adapters, PEFT LoRA for {args.target})",
+          file=sys.stderr)
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from umaf.evaluation import check_evaluation, evaluate, perplexity
     from umaf.models import load
@@ -452,6 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_generate)
 
+    p = sub.add_parser("merge", help="merge LoRA adapters of one target into one that does what each does")
+    p.add_argument("adapters", nargs="+", type=Path, help="PEFT LoRA folders of the same target and modules")
+    p.add_argument("--target", required=True, help="the model the adapters are for")
+    p.add_argument("--capabilities", "-c", nargs="+", metavar="CAP",
+                   help="distil: the capability of each adapter (its inputs are distilled)")
+    p.add_argument("--method", default="distil", choices=("distil", "linear", "cat", "ties", "dare_linear"),
+                   help="distil (default): fit the summed adapters to each one's answers on its inputs; "
+                        "the others are PEFT's add_weighted_adapter")
+    p.add_argument("--weights", nargs="+", type=float, help="one weight per adapter (default: 1 each)")
+    p.add_argument("--steps", type=int, help="distil: optimiser steps (default: 60)")
+    p.add_argument("--output", "-o", required=True, type=Path, help="adapter folder to write")
+    p.add_argument("--allow-download", action="store_true")
+    _add_placement(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_merge)
+
     p = sub.add_parser("eval", help="accuracy of a model (optionally with an adapter) on a capability")
     p.add_argument("model", help="alias, zoo:<name>, local folder or Hugging Face id")
     p.add_argument("--adapter", type=Path, help="PEFT adapter folder")
@@ -468,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark and write its JSON")
     p.add_argument("suite", choices=("fingerprints", "transfer", "fusion", "size"))
     p.add_argument("--target", help="transfer, fusion, size: target model "
-                   "(default: smollm2 for transfer, zoo:llama-m-a otherwise)")
+                   "(default: smollm2 for transfer and fusion, zoo:llama-m-a for size)")
     p.add_argument("--json", required=True, type=Path, help="where to write the results")
     p.add_argument("--quick", action="store_true", help="quick zoo and fewer probes")
     p.add_argument("--tasks", nargs="+", metavar="JSONL",

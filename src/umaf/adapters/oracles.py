@@ -320,7 +320,7 @@ def _oracle_meta(loaded: LoadedModel, target: str, cap: Capability, config: Orac
 
 
 def _save_adapter(peft_model: Any, tmp: Path, meta: dict) -> None:
-    peft_model.save_pretrained(str(tmp), safe_serialization=True)
+    peft_model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
     (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     (tmp / ORACLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 

@@ -1,12 +1,22 @@
-"""Fusion suite (M4): does one adapter generated from a fused fingerprint do every fused capability?
+"""Fusion suite (M4): does one adapter keep every capability it was made of, on the real target?
 
-For pairs and triples of capabilities whose source fingerprints come from zoo models of different
-families, each capability is scored on the target with: the base model, the adapter generated from
-that capability's own fingerprint, the adapter generated from the fused fingerprint (every fusion mode
-that needs no query), and PEFT ``add_weighted_adapter`` merges of the oracle LoRAs. A constituent's
-*kept fraction* is its gain over base under the multi-capability adapter divided by its gain under its
-own single adapter (generated for fusion, oracle for the PEFT merges); a combination scores its worst
-constituent.
+For pairs and triples of capabilities the target's generator was trained on, each read from a zoo model
+of a different family, each constituent is scored on the target with: the base model, the adapter
+generated from its own fingerprint (*single*), and every multi-capability adapter:
+
+- ``fused_<mode>``: generated from the fingerprints fused by a fingerprint fusion mode;
+- ``peft_<method>``: PEFT ``add_weighted_adapter`` of the single adapters (linear, cat, ties, dare_linear);
+- ``distil``: the single adapters merged by distillation on their inputs (:mod:`umaf.adapters.merge`);
+- ``oracle_multitask``: one oracle LoRA trained on the union of the constituents' gold train splits (the
+  ceiling; measured against the single oracles).
+
+A constituent's *kept fraction* is its gain over base under the multi-capability adapter divided by its
+gain under its single adapter; a combination scores its worst constituent. Every setting (merge weight,
+distillation steps) and the headline method are chosen on the *probe* split (validation); the figures
+are the eval split's. The rule for which combinations count: one static adapter can only serve
+capabilities whose inputs the target tells apart, so a combination counts when a linear probe on the
+target's prompt states says which constituent an input belongs to with balanced accuracy >=
+SEPARABLE (:func:`umaf.adapters.merge.input_separability`); the others are reported apart.
 """
 
 from __future__ import annotations
@@ -20,23 +30,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
+from umaf.adapters.merge import PEFT_MERGES, SEPARABLE
 from umaf.bench.registry import SUITES, eval_limit
 from umaf.capabilities import is_held_out, is_held_out_model_family
 from umaf.config import HELD_OUT_CAPABILITIES, cache_dir
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
-from umaf.fusion import FUSION_MODES, fuse
+from umaf.fusion import fuse
 from umaf.io import is_trained
 
-DEFAULT_TARGET = "zoo:llama-m-a"
-MERGES = ("linear", "ties", "dare_linear")
-MERGE_DENSITY = 0.5  # kept share of each task vector for ties / dare_linear
+DEFAULT_TARGET = "smollm2"
+FUSED_MODES = ("average", "slerp")  # fingerprint fusion modes that need no query
+MERGE_WEIGHTS = (1.0, 0.5)  # PEFT merge weight per adapter, chosen on validation
+DISTIL_STEPS = (60, 120)  # distillation steps, chosen on validation
 MIN_ORACLE_GAIN = 0.2  # capabilities the target can learn: oracle - base accuracy
 MIN_SINGLE_GAIN = 0.05  # below this a kept fraction is noise and is not computed
-TARGETS = {"m4_keep_fraction": ">= 0.9", "m4_best_peft_merge_keep_fraction": "< m4_keep_fraction"}
+VALIDATION, EVAL = "probe", "eval"
+TARGETS = {
+    "m4_keep_fraction": ">= 0.9",
+    "m4_keep_fraction - m4_best_peft_merge_keep_fraction": ">= 0.1",
+    "m4_oracle_multitask_keep_fraction": "reported",
+}
 
 
 @dataclass
@@ -45,19 +61,17 @@ class Toolkit:
 
     target: str
     generate: Callable[[Fingerprint, Path], Path]  # fingerprint, output folder -> PEFT adapter folder
-    evaluate: Callable[[str, Path | None], float]  # capability, adapter (None: base) -> accuracy
+    evaluate: Callable[..., float]  # capability, adapter (None: base), split="eval" -> accuracy
     fingerprint: Callable[[Any, str], Fingerprint]  # zoo entry, capability -> fingerprint (cached)
     oracles: dict[str, Path] = field(default_factory=dict)  # capability -> oracle LoRA folder
     zoo: list = field(default_factory=list)  # umaf.zoo.ZooEntry of the full zoo
-    merge: Callable[[Sequence[Path], str, float, Path], Path] | None = None  # PEFT merge (see peft_merge)
+    # adapters, method, capabilities, output folder, weight per adapter, distillation steps -> PEFT folder
+    merge: Callable[[Sequence[Path], str, Sequence[str], Path, float, int], Path] | None = None
+    separability: Callable[[Sequence[str]], float] | None = None  # capabilities -> input separability
+    multitask: Callable[[Sequence[str]], Path] | None = None  # capabilities -> union oracle LoRA folder
     target_family: str = ""  # the target's model family (sources of it are picked last)
     recorded_gain: dict[str, float] = field(default_factory=dict)  # oracle gain recorded in the library
-
-    def merged(self, adapters: Sequence[Path], combination: str, weight: float, output: Path) -> Path:
-        """A PEFT merge of ``adapters``: ``merge`` if set, else :func:`peft_merge` on the target."""
-        if self.merge is not None:
-            return self.merge(adapters, combination, weight, output)
-        return peft_merge(self.target, adapters, combination, weight, output)
+    known: set[str] = field(default_factory=set)  # capabilities the generator was trained on (empty: any)
 
 
 def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
@@ -68,7 +82,9 @@ def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
     zoo = require_zoo()
     extractor = require_default_extractor()
     try:
-        from umaf.adapters.oracles import library
+        from umaf.adapters.merge import DistilConfig, input_separability, merge_adapters
+        from umaf.adapters.oracles import library, train_multitask
+        from umaf.capabilities import get_capability
         from umaf.evaluation import evaluate
         from umaf.generator import default_generator, generate_adapter
     except ImportError as err:
@@ -84,36 +100,36 @@ def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
 
     loaded = load(target)  # loaded once; evaluate() attaches and removes each adapter
     limit = eval_limit(quick)
+    report = generator.training_report or {}
+
+    def merge(
+        adapters: Sequence[Path], method: str, caps: Sequence[str], out: Path, weight: float, steps: int
+    ) -> Path:
+        return merge_adapters(
+            loaded,
+            adapters,
+            out,
+            method=method,
+            weights=[weight] * len(adapters),
+            capabilities=[get_capability(c) for c in caps],
+            config=DistilConfig(steps=max(1, steps)),
+            progress=False,
+        )
+
     return Toolkit(
         target=target,
         generate=lambda fp, out: generate_adapter(fp, generator, out),
-        evaluate=lambda cap, adapter: evaluate(loaded, cap, adapter, limit=limit),
+        evaluate=lambda cap, adapter, split=EVAL: evaluate(loaded, cap, adapter, split, limit=limit),
         fingerprint=lambda entry, cap: model_fingerprints(entry, [cap], extractor)[0],
         oracles={e.capability: Path(e.path) for e in entries},
         zoo=list(zoo),
+        merge=merge,
+        separability=lambda caps: input_separability(loaded, [get_capability(c) for c in caps]),
+        multitask=lambda caps: train_multitask(loaded, caps, progress=False)[0],
         target_family=loaded.info.family,
         recorded_gain={e.capability: e.gain for e in entries},
+        known=set(report.get("e2e_capabilities") or report.get("capabilities") or ()),
     )
-
-
-def peft_merge(target: str, adapters: Sequence[Path], combination: str, weight: float, output: Path) -> Path:
-    """PEFT ``add_weighted_adapter`` of ``adapters`` (equal ``weight`` each) saved as a PEFT folder."""
-    from peft import PeftModel
-
-    from umaf.models import load
-
-    base = load(target, device="cpu").model  # only adapter weights are combined here
-    model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name="a0")
-    for i, path in enumerate(adapters[1:], start=1):
-        model.load_adapter(str(path), adapter_name=f"a{i}")
-    names = [f"a{i}" for i in range(len(adapters))]
-    density = None if combination == "linear" else MERGE_DENSITY
-    torch.manual_seed(0)  # dare_linear drops entries at random
-    model.add_weighted_adapter(
-        names, [weight] * len(names), "merged", combination_type=combination, density=density
-    )
-    model.save_pretrained(str(output), selected_adapters=["merged"])
-    return output / "merged"  # PEFT saves a non-default adapter in a subfolder named after it
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -154,16 +170,21 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.mean(values) if values else float("nan")
 
 
+def _worst(kept: dict[str, float | None]) -> float | None:
+    return min((v for v in kept.values() if v is not None), default=None)
+
+
 # ---------------------------------------------------------------------------------------- measuring
 
 
 def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str, float], dict[str, float]]:
-    """Seen capabilities that zoo models were trained on and whose oracle LoRA teaches the target (gain >=
-    MIN_ORACLE_GAIN), largest gain first (4 quick, else 8), with their base and oracle accuracy measured in
-    this run. Candidates are pre-ranked by the gain the library recorded when it has one (saves measuring
-    every oracle)."""
+    """Seen capabilities that zoo models were trained on (and the generator, where it says) and whose
+    oracle LoRA teaches the target (gain >= MIN_ORACLE_GAIN), largest gain first (4 quick, else 8), with
+    their base and oracle eval accuracy measured in this run. Candidates are pre-ranked by the gain the
+    library recorded when it has one (saves measuring every oracle)."""
     readable = {c for e in kit.zoo for c in e.trained}  # a fused source must have learnt its capability
-    caps = sorted(c for c in kit.oracles if not is_held_out(c) and c in readable)
+    caps = sorted(c for c in kit.oracles if not is_held_out(c) and c in readable
+                  and (not kit.known or c in kit.known))  # fmt: skip
     if kit.recorded_gain:
         caps = [c for c in caps if kit.recorded_gain.get(c, 1.0) >= MIN_ORACLE_GAIN]
         caps = sorted(caps, key=lambda c: -kit.recorded_gain.get(c, 1.0))[: 6 if quick else 12]
@@ -175,139 +196,145 @@ def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str
     return learnable[: 4 if quick else 8], base, oracle
 
 
-class SingleAdapters:
-    """Accuracy of the adapter generated from one (source, capability) fingerprint, computed once."""
+class Scorer:
+    """Accuracy of adapters on capabilities per split, with the base accuracy of each, computed once."""
 
-    def __init__(self, kit: Toolkit, folder: Path) -> None:
-        self.kit, self.folder, self.scores = kit, folder, {}
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit, self.scores = kit, {}
 
-    def accuracy(self, source: Any, cap: str) -> float:
-        """Accuracy on ``cap`` of the adapter generated from ``source``'s fingerprint of it."""
-        key = (source.name, cap)
+    def __call__(self, cap: str, adapter: Path | None, split: str) -> float:
+        key = (cap, str(adapter), split)
         if key not in self.scores:
-            adapter = self.kit.generate(
-                self.kit.fingerprint(source, cap), self.folder / f"single-{len(self.scores)}"
-            )
-            self.scores[key] = self.kit.evaluate(cap, adapter)
+            self.scores[key] = self.kit.evaluate(cap, adapter, split)
         return self.scores[key]
 
 
-def fused_accuracies(
-    kit: Toolkit, fps: list[Fingerprint], combo: Sequence[str], folder: Path
-) -> dict[str, dict]:
-    """Accuracy on each capability of the adapter generated from the fused fingerprint, per mode."""
-    out = {}
-    for mode in FUSION_MODES.names():
-        if FUSION_MODES.get(mode).uses_gate:
-            continue  # a gate answers one query; fusing for several capabilities has none
-        fused = fuse(fps, mode=mode)
-        adapter = kit.generate(fused, folder / f"fused-{mode}")
-        out[f"fused_{mode}"] = {c: kit.evaluate(c, adapter) for c in combo}
-        out[f"fused_{mode}"]["norm"] = float(fused.vector.norm())
+def candidates(kit: Toolkit, combo: Sequence[str], fps: list[Fingerprint], singles: list[Path], folder: Path,
+               quick: bool) -> dict[str, dict[str, Path]]:  # fmt: skip
+    """Every multi-capability adapter of one combination: method -> setting -> PEFT folder."""
+    out: dict[str, dict[str, Path]] = {}
+    for mode in FUSED_MODES:
+        out[f"fused_{mode}"] = {"": kit.generate(fuse(fps, mode=mode), folder / f"fused-{mode}")}
+    if kit.merge is None:
+        return out
+    for method in PEFT_MERGES:
+        out[f"peft_{method}"] = {
+            f"weight {w:g}": kit.merge(singles, method, combo, folder / f"peft-{method}-{w:g}", w, 0)
+            for w in (MERGE_WEIGHTS[:1] if quick else MERGE_WEIGHTS)
+        }  # fmt: skip
+    out["distil"] = {f"{n} steps": kit.merge(singles, "distil", combo, folder / f"distil-{n}", 1.0, n)
+                     for n in (DISTIL_STEPS[:1] if quick else DISTIL_STEPS)}  # fmt: skip
     return out
 
 
-def merge_accuracies(
-    kit: Toolkit, combo: Sequence[str], folder: Path, weights: Sequence[float]
-) -> dict[str, dict]:
-    """Accuracy on each capability of each PEFT merge of the oracles; per method the best weight."""
-    out = {}
-    adapters = [kit.oracles[c] for c in combo]
-    for method in MERGES:
-        best: dict[str, float] | None = None
-        for weight in weights:
-            merged = kit.merged(adapters, method, weight, folder / f"merge-{method}-{weight:g}")
-            scores = {c: kit.evaluate(c, merged) for c in combo}
-            if best is None or _mean(list(scores.values())) > _mean(list(best.values())):
-                best = scores
-        out[f"peft_{method}"] = best or {}
-    return out
-
-
-def measure_combination(
-    kit: Toolkit, combo: Sequence[str], sources: Sequence, refs: dict, singles: SingleAdapters, folder: Path,
-    weights: Sequence[float],
-) -> dict[str, Any]:  # fmt: skip
-    """Every method's accuracy and kept fraction on each capability of one combination."""
-    base, oracle = refs["base"], refs["oracle"]
-    single = {c: singles.accuracy(s, c) for c, s in zip(combo, sources, strict=True)}
+def measure_combination(kit: Toolkit, score: Scorer, combo: Sequence[str], sources: Sequence, oracle: dict,
+                        folder: Path, quick: bool) -> dict[str, Any]:  # fmt: skip
+    """Every method's accuracy and kept fraction on each capability of one combination; per method the
+    setting with the best worst-constituent kept fraction on validation."""
     fps = [kit.fingerprint(s, c) for c, s in zip(combo, sources, strict=True)]
-    accuracy = {**fused_accuracies(kit, fps, combo, folder), **merge_accuracies(kit, combo, folder, weights)}
-    norms = {m: scores.pop("norm") for m, scores in accuracy.items() if "norm" in scores}
-    kept: dict[str, dict[str, float | None]] = {}
-    for method, scores in accuracy.items():
-        reference = single if method.startswith("fused_") else oracle
-        kept[method] = {c: kept_fraction(scores[c], base[c], reference[c]) for c in combo}
-    worst = {m: min((v for v in k.values() if v is not None), default=None) for m, k in kept.items()}
-    return {
+    singles = [kit.generate(fp, folder / f"single-{i}") for i, fp in enumerate(fps)]
+    base = {sp: {c: score(c, None, sp) for c in combo} for sp in (VALIDATION, EVAL)}
+    single = {
+        sp: {c: score(c, a, sp) for c, a in zip(combo, singles, strict=True)} for sp in (VALIDATION, EVAL)
+    }
+    record: dict[str, Any] = {
         "capabilities": list(combo), "sources": [s.model_id for s in sources],
-        "base": {c: base[c] for c in combo}, "oracle": {c: oracle[c] for c in combo},
-        "single_generated": single, "accuracy": accuracy, "kept": kept, "worst_kept": worst,
-        "fused_norm": norms,
+        "separability": kit.separability(combo) if kit.separability else None,
+        "base": base[EVAL], "single_generated": single[EVAL], "oracle": {c: oracle[c] for c in combo},
+        "accuracy": {}, "kept": {}, "worst_kept": {}, "validation_worst_kept": {}, "setting": {},
     }  # fmt: skip
+    for method, settings in candidates(kit, combo, fps, singles, folder, quick).items():
+        val = {name: _worst({c: kept_fraction(score(c, a, VALIDATION), base[VALIDATION][c],
+                                              single[VALIDATION][c]) for c in combo})
+               for name, a in settings.items()}  # fmt: skip
+        chosen = max(val, key=lambda n: _nan_low(val[n]))
+        accuracy = {c: score(c, settings[chosen], EVAL) for c in combo}
+        kept = {c: kept_fraction(accuracy[c], base[EVAL][c], single[EVAL][c]) for c in combo}
+        record["accuracy"][method], record["kept"][method] = accuracy, kept
+        record["worst_kept"][method], record["validation_worst_kept"][method] = _worst(kept), val[chosen]
+        record["setting"][method] = chosen
+    if kit.multitask is not None:
+        union = kit.multitask(combo)
+        accuracy = {c: score(c, union, EVAL) for c in combo}
+        kept = {c: kept_fraction(accuracy[c], base[EVAL][c], oracle[c]) for c in combo}
+        record["accuracy"]["oracle_multitask"], record["kept"]["oracle_multitask"] = accuracy, kept
+        record["worst_kept"]["oracle_multitask"] = _worst(kept)
+    return record
 
 
 def summarise(records: Sequence[dict]) -> dict[str, Any]:
-    """Top-level M4 figures: per method the mean (over combinations) of the worst kept fraction."""
+    """Top-level M4 figures over the separable combinations: per method the mean (over combinations) of
+    the worst kept fraction; the headline method and the best PEFT merge are the ones whose mean worst
+    kept fraction is highest on *validation*."""
+    counted = [r for r in records if r["separability"] is None or r["separability"] >= SEPARABLE]
+    apart = [r for r in records if r not in counted]
     methods = sorted({m for r in records for m in r["worst_kept"]})
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"m4_combinations": len(counted), "m4_combinations_inseparable": len(apart)}
+
+    def mean_worst(rows: Sequence[dict], method: str, key: str = "worst_kept") -> float:
+        return _mean([r[key][method] for r in rows if r[key].get(method) is not None])
+
     for method in methods:
-        worst = [r["worst_kept"][method] for r in records if r["worst_kept"][method] is not None]
-        means = [_mean(list(r["accuracy"][method].values())) for r in records]
-        out[f"m4_keep_fraction_{method}"] = _mean(worst)
-        out[f"m4_mean_accuracy_{method}"] = _mean(means)
-        if method.startswith("fused_"):
-            out[f"m4_fused_norm_{method.removeprefix('fused_')}"] = _mean(
-                [r["fused_norm"][method] for r in records]
-            )
+        out[f"m4_keep_fraction_{method}"] = mean_worst(counted, method)
+        out[f"m4_keep_fraction_{method}_inseparable"] = mean_worst(apart, method)
+        out[f"m4_mean_accuracy_{method}"] = _mean(
+            [_mean(list(r["accuracy"][method].values())) for r in counted]
+        )
     for tag in ("base", "oracle", "single_generated"):
-        out[f"m4_mean_accuracy_{tag}"] = _mean([_mean(list(r[tag].values())) for r in records])
-    fused = {m: out[f"m4_keep_fraction_{m}"] for m in methods if m.startswith("fused_")}
-    merges = {m: out[f"m4_keep_fraction_{m}"] for m in methods if m.startswith("peft_")}
-    best_fused = max(fused, key=lambda m: _nan_low(fused[m]), default=None)
-    best_merge = max(merges, key=lambda m: _nan_low(merges[m]), default=None)
-    out["m4_mode"] = best_fused
-    out["m4_keep_fraction"] = fused.get(best_fused, float("nan")) if best_fused else float("nan")
+        out[f"m4_mean_accuracy_{tag}"] = _mean([_mean(list(r[tag].values())) for r in counted])
+    validation = {
+        m: mean_worst(counted, m, "validation_worst_kept") for m in methods if m != "oracle_multitask"
+    }
+    ours = [m for m in validation if not m.startswith("peft_")]
+    merges = [m for m in validation if m.startswith("peft_")]
+    best = max(ours, key=lambda m: _nan_low(validation[m]), default=None)
+    best_merge = max(merges, key=lambda m: _nan_low(validation[m]), default=None)
+    nan = float("nan")
+    out["m4_mode"] = best
+    out["m4_keep_fraction"] = out[f"m4_keep_fraction_{best}"] if best else nan
     out["m4_best_peft_merge"] = best_merge
-    out["m4_best_peft_merge_keep_fraction"] = merges[best_merge] if best_merge else float("nan")
+    out["m4_best_peft_merge_keep_fraction"] = out[f"m4_keep_fraction_{best_merge}"] if best_merge else nan
+    out["m4_oracle_multitask_keep_fraction"] = out.get("m4_keep_fraction_oracle_multitask", nan)
+    out["m4_validation_keep_fraction"] = {m: validation[m] for m in validation}
     return out
 
 
-def _nan_low(x: float) -> float:
-    return float("-inf") if x != x else x
+def _nan_low(x: float | None) -> float:
+    return float("-inf") if x is None or x != x else x
 
 
 def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
     """M4 over the planned combinations, with the per-combination records."""
-    caps, base, oracle = reference_accuracies(kit, quick)
+    caps, _, oracle = reference_accuracies(kit, quick)
     if len(caps) < 3:
         raise UmafError(
             f"only {len(caps)} capabilities gain >= {MIN_ORACLE_GAIN} from an oracle on {kit.target}"
         )
-    weights = (1.0,) if quick else (1.0, 0.5)
     records = []
+    score = Scorer(kit)
     with tempfile.TemporaryDirectory(prefix="umaf-bench-fusion-") as tmp:
-        singles = SingleAdapters(kit, Path(tmp))
         for i, combo in enumerate(tqdm(plan_combinations(caps, quick), desc="fusion combinations")):
             sources = pick_sources(combo, kit.zoo, kit.target_family)
             if sources is None:
                 continue
             folder = Path(tmp) / f"combo-{i}"
-            refs = {"base": base, "oracle": oracle}
-            records.append(measure_combination(kit, combo, sources, refs, singles, folder, weights))
+            records.append(measure_combination(kit, score, combo, sources, oracle, folder, quick))
     if not records:
         raise UmafError("no capability combination has trained zoo sources of different families")
     return {
         **summarise(records),
         "m4_capabilities": caps,
-        "m4_merge_weights": list(weights),
+        "m4_separable_from": SEPARABLE,
+        "m4_validation_split": VALIDATION,
+        "m4_eval_split": EVAL,
         "combinations": records,
     }
 
 
 @SUITES.register("fusion")
 def bench_fusion(quick: bool, target: str = DEFAULT_TARGET) -> dict[str, Any]:
-    """M4 on ``target``: fused-fingerprint adapters vs single adapters, PEFT merges and base."""
+    """M4 on ``target``: multi-capability adapters (fused fingerprints, PEFT merges, distillation, the
+    multi-task oracle) against the single adapters they are made of."""
     results = run_fusion(resolve_toolkit(target, quick=quick), quick)
     results.update(gate_figures(quick))
     results["target"] = target

@@ -22,12 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from umaf.bench.fusion import (
-    DEFAULT_TARGET,
-    Toolkit,
-    reference_accuracies,
-    resolve_toolkit,
-)
+from umaf.bench.fusion import Toolkit, reference_accuracies, resolve_toolkit
 from umaf.bench.registry import SUITES
 from umaf.capabilities import is_held_out
 from umaf.config import HELD_OUT_CAPABILITIES
@@ -38,6 +33,7 @@ from umaf.interpolator.scale import Scale
 from umaf.interpolator.train import stack_samples
 from umaf.zoo.fingerprints import ZooFingerprint, require_zoo, zoo_fingerprints
 
+DEFAULT_TARGET = "zoo:llama-m-a"
 TARGETS = {
     "m5_cosine_interpolated": ">= m5_cosine_identity + 0.1",
     "m5_recovery_with": "> m5_recovery_without",

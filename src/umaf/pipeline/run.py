@@ -137,10 +137,10 @@ def source_warnings(sources: list[Fingerprint]) -> list[str]:
 
 def adapter_fingerprint(
     spec: PipelineSpec, fps: Fingerprints, target: Any, folder: Path
-) -> tuple[Fingerprint, dict[tuple[str, str], Fingerprint], dict[str, Any]]:
+) -> tuple[Fingerprint | None, dict[tuple[str, str], Fingerprint], dict[str, Any]]:
     """The fingerprint the adapter is generated from: each source moved to the target's scale (when
-    interpolation is on), then fused. Returns it, the per-source fingerprints used, and a summary (with
-    ``warnings``: :func:`source_warnings` of the sources)."""
+    interpolation is on), then fused (None with ``merge``: each source gets its own adapter). Returns
+    it, the per-source fingerprints used, and a summary (with ``warnings``: :func:`source_warnings`)."""
     from umaf.fusion import fuse
     from umaf.interpolator import interpolate
 
@@ -156,20 +156,50 @@ def adapter_fingerprint(
             fp = interpolate(fp, target, interpolator=interpolator)
             fp.save(folder / fp_file(ref.model, ref.capability, "at", target.info.name))
         used[ref.key] = fp
-    weights = [ref.weight for ref in adapter.sources]
-    vectors = list(used.values())
-    fused = fuse(vectors, weights=weights, mode=adapter.fusion, query=adapter.query)
-    fused.save(folder / "fused.safetensors")
-    summary = {
-        "interpolation": status,
-        "fusion_mode": adapter.fusion,
-        "sources": fused.meta["sources"],
-        "query": adapter.query,
-        "warnings": warnings,
-    }
+    summary = {"interpolation": status, "query": adapter.query, "warnings": warnings}
     if interpolator is not None:
-        summary["target_scale"] = fused.meta.get("target_scale") or vectors[0].meta.get("target_scale")
+        summary["target_scale"] = next(iter(used.values())).meta.get("target_scale")
+    if adapter.merge is not None:  # one adapter per source, merged later: nothing to fuse
+        sources = [{"model": r.model, "capability": r.capability, "weight": r.weight}
+                   for r in adapter.sources]
+        summary.update(fusion_mode=None, merge=adapter.merge, sources=sources)
+        return None, used, summary
+    fused = fuse(list(used.values()), weights=[ref.weight for ref in adapter.sources], mode=adapter.fusion,
+                 query=adapter.query)
+    fused.save(folder / "fused.safetensors")
+    summary.update(fusion_mode=adapter.fusion, sources=fused.meta["sources"])
     return fused, used, summary
+
+
+def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
+                 used: dict[tuple[str, str], Fingerprint], generator: Any, output: Path) -> dict[str, Any]:
+    """Write the pipeline's adapter to ``output``: generated from the fused fingerprint, or (``merge``)
+    one generated per source and merged on the target. Returns what the summary records of it."""
+    from umaf.adapters.merge import input_separability, merge_adapters
+    from umaf.capabilities import get_capability
+    from umaf.generator import generate_adapter
+
+    adapter = spec.adapter
+    assert adapter is not None
+    start = time.perf_counter()
+    if fused is not None:
+        generate_adapter(fused, generator, output, rank=adapter.rank)
+        return {"gen_seconds": round(time.perf_counter() - start, 3)}
+    singles = [generate_adapter(fp, generator, output.parent / "singles" / f"{i}", rank=adapter.rank)
+               for i, fp in enumerate(used.values())]
+    gen_seconds = time.perf_counter() - start
+    caps = [get_capability(ref.capability) for ref in adapter.sources]
+    separability = input_separability(target, caps)
+    _say(f"{target.info.name} tells the inputs of {' / '.join(c.name for c in caps)} apart at "
+         f"{separability:.2f}; merging {len(singles)} adapters ({adapter.merge})")
+    merge_adapters(target, singles, output, method=adapter.merge or "distil", capabilities=caps,
+                   weights=[ref.weight for ref in adapter.sources])
+    import shutil
+
+    shutil.rmtree(output.parent / "singles")
+    merge_seconds = time.perf_counter() - start - gen_seconds
+    return {"gen_seconds": round(gen_seconds, 3), "merge_seconds": round(merge_seconds, 1),
+            "input_separability": round(separability, 3)}
 
 
 def evaluate_stage(
@@ -243,7 +273,7 @@ def _run(spec: PipelineSpec, overwrite: bool, extractor: Any) -> dict[str, Any]:
     """:func:`run_pipeline` once its checks passed, inside its device and dtype defaults."""
     import yaml
 
-    from umaf.generator import default_generator, generate_adapter
+    from umaf.generator import default_generator
     from umaf.models import load, resolve_device
     from umaf.report import write_report
 
@@ -271,15 +301,12 @@ def _run(spec: PipelineSpec, overwrite: bool, extractor: Any) -> dict[str, Any]:
             if target is None:
                 target = load(spec.adapter.target, dtype=spec.dtype, device=spec.device)
             fused, used, results["adapter"] = adapter_fingerprint(spec, fps, target, tmp / "fingerprints")
-            report_fps.append(fused)
+            if fused is not None:
+                report_fps.append(fused)
             generator = default_generator(spec.adapter.target)
-            gen_start = time.perf_counter()
-            generate_adapter(fused, generator, tmp / "adapter", rank=spec.adapter.rank)
-            results["adapter"].update(
-                path="adapter",
-                rank=spec.adapter.rank or generator.config.rank,
-                gen_seconds=round(time.perf_counter() - gen_start, 3),
-            )
+            made = make_adapter(spec, target, fused, used, generator, tmp / "adapter")
+            rank = json.loads((tmp / "adapter" / "adapter_config.json").read_text())["r"]
+            results["adapter"].update(path="adapter", rank=rank, **made)
             if spec.evaluate is not None:
                 results["evaluation"] = evaluate_stage(spec, target, tmp / "adapter", used, generator)
         results["seconds"] = round(time.perf_counter() - start, 1)
@@ -326,9 +353,11 @@ def print_summary(results: dict[str, Any], output: Path) -> None:
     if "adapter" in results:
         a = results["adapter"]
         weights = ", ".join(f"{s['model']}:{s['capability']}={s['weight']:.2f}" for s in a["sources"])
+        how = a["fusion_mode"] or f"{a['merge']} merge (input separability {a['input_separability']:.2f})"
+        merged = f", merged in {a['merge_seconds']:.0f} s" if "merge_seconds" in a else ""
         print(
-            f"\nadapter for {results['target']}: {a['fusion_mode']} of {weights}; interpolation "
-            f"{a['interpolation']}; rank {a['rank']}; generated in {a['gen_seconds']:.2f} s"
+            f"\nadapter for {results['target']}: {how} of {weights}; interpolation "
+            f"{a['interpolation']}; rank {a['rank']}; generated in {a['gen_seconds']:.2f} s{merged}"
         )
     if "evaluation" in results:
         ev = results["evaluation"]

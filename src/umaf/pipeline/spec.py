@@ -16,6 +16,8 @@ Parsing checks every key and value and names the offending key (``adapter.from[1
       from:                       # fingerprints to fuse (added to the sources when missing there)
         - {model: minilm, capability: plural, weight: 1}
       fusion: average             # any registered fusion mode; gated takes `query`
+      # merge: distil             # instead of fusion: one adapter per source, merged on the target
+      #                           # (distil, linear, cat, ties, dare_linear; see `umaf merge`)
       interpolate: false          # true | false | auto (when a trained interpolator exists)
     evaluate: {capabilities: [plural], limit: 32, oracle: true, singles: true, perplexity: false}
     report: {metric: cosine}
@@ -39,7 +41,7 @@ TOP_KEYS = (
 )  # fmt: skip
 SOURCE_KEYS = ("model", "capabilities")
 REF_KEYS = ("model", "capability", "weight")
-ADAPTER_KEYS = ("target", "rank", "from", "fusion", "query", "interpolate", "library")
+ADAPTER_KEYS = ("target", "rank", "from", "fusion", "merge", "query", "interpolate", "library")
 EVALUATE_KEYS = ("capabilities", "limit", "oracle", "singles", "perplexity")
 INTERPOLATE_CHOICES = (True, False, "auto")
 
@@ -65,6 +67,7 @@ class AdapterSpec:
     sources: tuple[FingerprintRef, ...]
     rank: int | None = None
     fusion: str = "average"
+    merge: str | None = None  # set: one adapter per source, merged with this method (no fingerprint fusion)
     query: str | None = None
     interpolate: bool | str = False
     library: tuple[str, ...] = ()  # capabilities whose oracles train the generator (train_missing)
@@ -202,6 +205,7 @@ def _optional(given: dict[str, Any], where: str, readers: dict[str, Any]) -> dic
 
 
 def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
+    from umaf.adapters.merge import MERGE_METHODS
     from umaf.fusion import FUSION_MODES
 
     a = r.mapping(section, "adapter", ADAPTER_KEYS, required=("target", "from"))
@@ -217,6 +221,7 @@ def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
         tuple(sources),
         **_optional(a, "adapter", {
             "rank": r.positive_int, "fusion": r.text, "query": r.capability, "library": r.capabilities,
+            "merge": lambda v, where: r.choice(v, where, MERGE_METHODS, ", ".join(MERGE_METHODS)),
             "interpolate": lambda v, where: r.choice(v, where, INTERPOLATE_CHOICES, "true, false or auto"),
         }),
     )  # fmt: skip
@@ -224,7 +229,11 @@ def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
         raise r.fail(
             "adapter.fusion", f"unknown fusion mode {spec.fusion!r} (known: {', '.join(FUSION_MODES)})"
         )
-    if (spec.query is not None) != FUSION_MODES.get(spec.fusion).uses_gate:
+    if spec.merge is not None and ("fusion" in a or "query" in a):
+        raise r.fail("adapter.merge", "merge combines one adapter per source; give either fusion or merge")
+    if spec.merge is not None and len(spec.sources) < 2:
+        raise r.fail("adapter.merge", "merging needs at least two sources in adapter.from")
+    if spec.merge is None and (spec.query is not None) != FUSION_MODES.get(spec.fusion).uses_gate:
         raise r.fail("adapter.query", "the gated fusion mode needs a query capability; other modes take none")
     return spec
 

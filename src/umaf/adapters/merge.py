@@ -1,0 +1,343 @@
+"""Several LoRA adapters of one target -> one adapter that does what each of them does.
+
+Two ways, one function (:func:`merge_adapters`):
+
+- ``distil`` (the default): the adapters are concatenated along the rank (their ΔWs summed), then that
+  LoRA is trained for a few steps to answer each constituent's *inputs* as the constituent adapter
+  answers them (sequence-level distillation: the teachers' greedy answers are the labels, no gold
+  output is read). Summing alone makes every adapter act on every input; the short fit removes the
+  interference wherever the target's activations tell the inputs apart (:func:`input_separability`).
+- PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``ties``, ``dare_linear`` (no training).
+
+The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituents, seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from umaf.adapters.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_adapter_fits, read_adapter
+from umaf.capabilities import Capability
+from umaf.encoding import encode_examples, pad_id, pad_right, prompts_ids, texts_ids
+from umaf.errors import UmafError
+from umaf.io import atomic_path, check_writable
+from umaf.models import LoadedModel
+
+#: PEFT ``add_weighted_adapter`` combinations :func:`merge_adapters` offers besides ``distil``.
+PEFT_MERGES = ("linear", "cat", "ties", "dare_linear")
+MERGE_METHODS = ("distil", *PEFT_MERGES)
+MERGE_FILE = "merge.json"
+#: Kept share of each task vector for ties / dare_linear.
+MERGE_DENSITY = 0.5
+#: Input separability (:func:`input_separability`) below which one adapter is not expected to serve all.
+SEPARABLE = 0.75
+
+
+@dataclass(frozen=True)
+class DistilConfig:
+    """How ``distil`` fits the merged adapter (AdamW, warm-up then cosine decay, the oracles' fit step)."""
+
+    steps: int = 60
+    """Optimiser steps."""
+    lr: float = 1e-3
+    """Peak learning rate (the start is already close: the summed adapters)."""
+    batch_size: int = 16
+    """Distilled examples per step, drawn from every constituent."""
+    inputs: int = 128
+    """Train-split inputs per constituent that its adapter answers (the distillation set)."""
+    seed: int = 0
+    """Seed of the example order."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "inputs"):
+            if int(getattr(self, name)) < 1:
+                raise UmafError(f"distil config: {name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UmafError(f"distil config: lr must be positive, got {self.lr}")
+
+
+def check_merge(
+    adapters: Sequence[str | Path],
+    method: str,
+    weights: Sequence[float] | None,
+    capabilities: Sequence[Capability] | None,
+) -> list[float]:
+    """The weights to merge with (ones by default), after every check that needs no model."""
+    if method not in MERGE_METHODS:
+        raise UmafError(f"unknown merge method {method!r}; choose from: {', '.join(MERGE_METHODS)}")
+    if len(adapters) < 2:
+        raise UmafError("merging needs at least two adapters")
+    configs = [read_adapter(a)[0] for a in adapters]  # bad folders fail here
+    modules = {tuple(sorted(c.get("target_modules") or ())) for c in configs}
+    if len(modules) != 1:
+        raise UmafError("the adapters adapt different modules; they cannot be merged into one LoRA")
+    w = [1.0] * len(adapters) if weights is None else [float(x) for x in weights]
+    if len(w) != len(adapters) or not all(x == x and abs(x) != float("inf") and x > 0 for x in w):
+        raise UmafError(f"give one positive weight per adapter ({len(adapters)}), got {list(weights or [])}")
+    if method == "distil" and (capabilities is None or len(capabilities) != len(adapters)):
+        raise UmafError("merge method 'distil' needs each adapter's capability (its inputs are distilled)")
+    return w
+
+
+def merge_adapters(
+    target: LoadedModel,
+    adapters: Sequence[str | Path],
+    output: str | Path,
+    *,
+    method: str = "distil",
+    weights: Sequence[float] | None = None,
+    capabilities: Sequence[Capability] | None = None,
+    config: DistilConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Merge PEFT LoRA ``adapters`` of ``target`` into one PEFT folder ``output`` (see the module doc).
+
+    ``capabilities`` (one per adapter, needed by ``distil``) say whose inputs each adapter answers;
+    ``weights`` scale each adapter's ΔW (default 1). ``target.model`` is left as it was.
+    """
+    check_writable(output, overwrite)
+    w = check_merge(adapters, method, weights, capabilities)
+    for adapter in adapters:
+        check_adapter_fits(adapter, target.model, target.info.name)
+    start = time.perf_counter()
+    with atomic_path(output, overwrite=overwrite, is_dir=True) as tmp:
+        meta: dict[str, Any] = {"method": method, "weights": w, "adapters": [str(a) for a in adapters]}
+        if method == "distil":
+            assert capabilities is not None
+            config = config or DistilConfig()
+            meta.update(
+                _distil(target, adapters, capabilities, w, config, tmp, progress),
+                config=asdict(config),
+                capabilities=[c.name for c in capabilities],
+            )
+        else:
+            _peft_merge(target, adapters, method, w, tmp)
+        meta["seconds"] = round(time.perf_counter() - start, 2)
+        (tmp / MERGE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(output)
+
+
+# ---------------------------------------------------------------------------------------- PEFT merges
+
+
+def _peft_merge(
+    target: LoadedModel, adapters: Sequence[str | Path], method: str, weights: list[float], folder: Path
+) -> None:
+    """PEFT ``add_weighted_adapter`` of ``adapters`` written as a plain LoRA folder in ``folder``."""
+    from peft import PeftModel
+
+    from umaf.adapters.peft_io import preserved
+
+    with preserved(target.model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeftModel.from_pretrained(target.model, str(adapters[0]), adapter_name="a0")
+        try:
+            for i, path in enumerate(adapters[1:], start=1):
+                model.load_adapter(str(path), adapter_name=f"a{i}")
+            names = [f"a{i}" for i in range(len(adapters))]
+            density = None if method in ("linear", "cat") else MERGE_DENSITY
+            torch.manual_seed(0)  # dare_linear drops entries at random
+            model.add_weighted_adapter(names, weights, "merged", combination_type=method, density=density)
+            saved = str(folder / "peft")
+            model.save_pretrained(saved, selected_adapters=["merged"], save_embedding_layers=False)
+        finally:
+            model.unload()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # PEFT saves a non-default adapter in a subfolder
+        (folder / "peft" / "merged" / name).rename(folder / name)
+    _rmtree(folder / "peft")
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- distil
+
+
+def concatenated(
+    adapters: Sequence[str | Path], weights: Sequence[float]
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """One LoRA whose ΔW is ``Σ weight_i · ΔW_i``: the adapters' factors stacked along the rank, each B
+    scaled by its weight and its own PEFT scale, written with scale 1 (``lora_alpha = r``)."""
+    from umaf.adapters.peft_io import _factor_pairs, check_plain_lora, lora_scale
+
+    configs, factors = [], []
+    for adapter in adapters:
+        config, tensors = read_adapter(adapter)
+        check_plain_lora(config, tensors, adapter)
+        configs.append(config)
+        factors.append(_factor_pairs(tensors, adapter))
+    modules = sorted(factors[0])
+    if any(sorted(f) != modules for f in factors):
+        raise UmafError("the adapters adapt different layers; they cannot be merged into one LoRA")
+    tensors, ranks = {}, {}
+    for module in modules:
+        a = torch.cat([f[module][0].float() for f in factors])  # [R, in]
+        b = torch.cat(
+            [
+                w * lora_scale(c, module)[1] * f[module][1].float()
+                for f, c, w in zip(factors, configs, weights, strict=True)
+            ],
+            dim=1,
+        )  # [out, R]
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.contiguous()
+        ranks[module] = a.shape[0]
+    rank = ranks[modules[0]]
+    pattern = {m: r for m, r in ranks.items() if r != rank}  # adapters with their own rank patterns
+    config = dict(configs[0], rank_pattern=pattern, alpha_pattern=dict(pattern))
+    config.update(r=rank, lora_alpha=rank, use_rslora=False, lora_dropout=0.0, inference_mode=True)
+    return config, tensors
+
+
+def _write_lora(config: dict, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+
+def teacher_answers(
+    target: LoadedModel, adapter: str | Path, capability: Capability, n: int
+) -> list[tuple[str, str]]:
+    """``(prompt, answer)`` for the first ``n`` train-split inputs of ``capability``, answered greedily by
+    ``target`` with ``adapter`` (an empty answer is dropped: there is nothing to distil)."""
+    from umaf.answers import generate_answers
+    from umaf.evaluation import adapted
+
+    examples = capability.split("train")[:n]
+    if not examples:
+        raise UmafError(f"capability {capability.name!r} has no train-split inputs to distil")
+    longest = max(len(ids) for ids in texts_ids(target.tokenizer, [ex.target() for ex in examples]))
+    prompts = [ex.prompt() for ex in examples]
+    with adapted(target, adapter) as model:
+        answers = generate_answers(model, prompts, max_new_tokens=longest + 1)
+    return [(p, a) for p, a in zip(prompts, answers, strict=True) if a]
+
+
+def _distil(
+    target: LoadedModel,
+    adapters: Sequence[str | Path],
+    capabilities: Sequence[Capability],
+    weights: list[float],
+    config: DistilConfig,
+    folder: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Fit the concatenated adapters on the teachers' answers; the trained LoRA is written to ``folder``."""
+    from peft import PeftModel
+
+    from umaf.adapters.oracles import default_config, fit_lora
+    from umaf.adapters.peft_io import preserved
+
+    pairs = [teacher_answers(target, a, c, config.inputs) for a, c in
+             tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
+                  disable=not progress)]  # fmt: skip
+    prompts = [p for rows in pairs for p, _ in rows]
+    answers = [f" {a}" for rows in pairs for _, a in rows]
+    if not prompts:
+        raise UmafError("no constituent adapter answers any of its inputs; there is nothing to merge")
+    items = encode_examples(target.tokenizer, target.info.kind, prompts, answers)
+    lora, tensors = concatenated(adapters, weights)
+    _write_lora(lora, tensors, folder / "start")
+    fit = replace(
+        default_config(target.info),
+        steps=config.steps,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        replay=0.0,
+        warmup=0.0,
+        rank=lora["r"],
+    )
+    with preserved(target.model), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeftModel.from_pretrained(target.model, str(folder / "start"), is_trainable=True)
+        try:
+            losses = fit_lora(model, items, pad_id(target.tokenizer), fit, progress, "distil")
+            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
+        finally:
+            model.unload()
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+    _rmtree(folder / "start")
+    return {
+        "n_distilled": {c.name: len(rows) for c, rows in zip(capabilities, pairs, strict=True)},
+        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+        "rank": lora["r"],
+    }
+
+
+# ------------------------------------------------------------------------------- input separability
+
+
+@torch.no_grad()
+def prompt_states(target: LoadedModel, prompts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """The target's hidden state at the last prompt token, middle layer: ``[n, width]`` (float32)."""
+    kind = target.info.kind
+    model = target.model
+    rows = prompts_ids(target.tokenizer, kind, prompts)
+    out = []
+    for start in range(0, len(rows), batch_size):
+        ids, mask = pad_right(rows[start : start + batch_size], pad_id(target.tokenizer))
+        ids, mask = ids.to(target.device), mask.to(target.device)
+        if kind == "encoder-decoder":
+            states = model.get_encoder()(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        else:
+            states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        hidden = states.hidden_states[len(states.hidden_states) // 2]  # [b, t, width]
+        last = mask.sum(-1) - 1
+        out.append(hidden[torch.arange(len(last)), last].float().cpu())
+    return torch.cat(out)
+
+
+def input_separability(target: LoadedModel, capabilities: Sequence[Capability], n: int = 128) -> float:
+    """Whether one static adapter can serve all ``capabilities`` on ``target``: the balanced accuracy with
+    which a linear probe on the target's prompt states (:func:`prompt_states`), fit on train-split
+    inputs, says which capability a probe-split input belongs to. 1.0: the target tells every input
+    apart; 1 / len(capabilities): it cannot (two tasks asking ``word ->`` of the same words)."""
+    if len(capabilities) < 2:
+        raise UmafError("separability needs at least two capabilities")
+    feats, labels = {}, {}
+    for split in ("train", "probe"):
+        xs, ys = [], []
+        for i, cap in enumerate(capabilities):
+            prompts = [ex.prompt() for ex in cap.split(split)[:n]]
+            if not prompts:
+                raise UmafError(f"capability {cap.name!r} has no {split}-split inputs")
+            xs.append(prompt_states(target, prompts))
+            ys += [i] * len(prompts)
+        feats[split], labels[split] = torch.cat(xs), torch.tensor(ys)
+    mean, std = feats["train"].mean(0), feats["train"].std(0).clamp_min(1e-6)
+    x_train, x_val = (feats["train"] - mean) / std, (feats["probe"] - mean) / std
+    probe = torch.nn.Linear(x_train.shape[1], len(capabilities))
+    optimiser = torch.optim.LBFGS(probe.parameters(), max_iter=100)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = (
+            torch.nn.functional.cross_entropy(probe(x_train), labels["train"])
+            + 1e-2 * probe.weight.square().sum()
+        )
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimiser.step(closure)
+    predicted = probe(x_val).argmax(-1)
+    per_class = [
+        float((predicted[labels["probe"] == i] == i).float().mean()) for i in range(len(capabilities))
+    ]
+    return sum(per_class) / len(per_class)
