@@ -91,6 +91,7 @@ def test_distillation_trains_from_the_concatenation(tiny_llama, tmp_path: Path) 
 def test_bad_merges_fail_before_writing(tiny_llama, tmp_path: Path) -> None:
     a, b = _lora(tmp_path / "a", 0), _lora(tmp_path / "b", 1)
     other = _lora(tmp_path / "other", 2, target_modules=["q_proj"])
+    smaller = _lora(tmp_path / "smaller", 3, r=2)
     out = tmp_path / "out"
     cases = [
         ({"adapters": [a, b], "method": "mean"}, "unknown merge method 'mean'"),
@@ -100,6 +101,7 @@ def test_bad_merges_fail_before_writing(tiny_llama, tmp_path: Path) -> None:
         ({"adapters": [a, b], "method": "linear", "weights": [1.0]}, "one positive weight per adapter"),
         ({"adapters": [a, b], "method": "linear", "weights": [1.0, -1.0]}, "one positive weight"),
         ({"adapters": [a, tmp_path / "missing"], "method": "linear"}, "does not exist"),
+        ({"adapters": [a, smaller], "method": "linear"}, "PEFT cannot merge these adapters with 'linear'"),
     ]
     for kwargs, message in cases:
         with pytest.raises(UmafError, match=message):

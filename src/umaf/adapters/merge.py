@@ -15,6 +15,7 @@ The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituent
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -147,20 +148,18 @@ def _peft_merge(
             names = [f"a{i}" for i in range(len(adapters))]
             density = None if method in ("linear", "cat") else MERGE_DENSITY
             torch.manual_seed(0)  # dare_linear drops entries at random
-            model.add_weighted_adapter(names, weights, "merged", combination_type=method, density=density)
+            try:
+                model.add_weighted_adapter(names, weights, "merged", combination_type=method, density=density)
+            except ValueError as err:  # e.g. linear merges of adapters of different ranks
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise UmafError(f"PEFT cannot merge these adapters with {method!r}: {first}") from None
             saved = str(folder / "peft")
             model.save_pretrained(saved, selected_adapters=["merged"], save_embedding_layers=False)
         finally:
             model.unload()
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # PEFT saves a non-default adapter in a subfolder
         (folder / "peft" / "merged" / name).rename(folder / name)
-    _rmtree(folder / "peft")
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(folder / "peft")
 
 
 # ------------------------------------------------------------------------------------------- distil
@@ -272,7 +271,7 @@ def _distil(
         finally:
             model.unload()
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
-    _rmtree(folder / "start")
+    shutil.rmtree(folder / "start")
     return {
         "n_distilled": {c.name: len(rows) for c, rows in zip(capabilities, pairs, strict=True)},
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),

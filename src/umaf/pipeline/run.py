@@ -8,6 +8,7 @@ succeeded: ``fingerprints/``, ``adapter/`` (PEFT), ``results.json``, ``report.ht
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -194,8 +195,6 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
          f"{separability:.2f}; merging {len(singles)} adapters ({adapter.merge})")
     merge_adapters(target, singles, output, method=adapter.merge or "distil", capabilities=caps,
                    weights=[ref.weight for ref in adapter.sources])
-    import shutil
-
     shutil.rmtree(output.parent / "singles")
     merge_seconds = time.perf_counter() - start - gen_seconds
     return {"gen_seconds": round(gen_seconds, 3), "merge_seconds": round(merge_seconds, 1),
