@@ -10,6 +10,7 @@ import torch
 
 from umaf.adapters.merge import (
     MERGE_FILE,
+    MERGE_METHODS,
     PEFT_MERGES,
     DistilConfig,
     concatenated,
@@ -76,11 +77,17 @@ def test_distillation_trains_from_the_concatenation(tiny_llama, tmp_path: Path) 
     adapters = [_lora(tmp_path / f"lora{i}", i, r=2, lora_alpha=2) for i in range(2)]
     caps = [get_capability("uppercase"), get_capability("reverse")]
     config = DistilConfig(steps=3, batch_size=4, inputs=6)
+    model = tiny_llama.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags, training = {n: p.requires_grad for n, p in model.named_parameters()}, model.training
     merged = merge_adapters(tiny_llama, adapters, tmp_path / "merged", capabilities=caps, config=config)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags and model.training == training
     meta = json.loads((merged / MERGE_FILE).read_text())
     assert meta["method"] == "distil" and meta["rank"] == 4
     assert meta["capabilities"] == ["uppercase", "reverse"]
-    assert all(0 <= n <= 6 for n in meta["n_distilled"].values()) and meta["config"]["steps"] == 3
+    assert 0 < sum(meta["n_distilled"].values()) <= 12 and meta["config"]["steps"] == 3
     start = _save(*concatenated(adapters, [1.0, 1.0]), tmp_path / "start")
     trained, summed = delta_weights(merged), delta_weights(start)
     assert set(trained) == set(summed)
@@ -123,6 +130,14 @@ def test_separability_is_chance_for_the_same_inputs(tiny_llama) -> None:
         input_separability(tiny_llama, [cap])
 
 
+def test_cli_offers_every_merge_method() -> None:
+    from umaf.cli import build_parser
+
+    merge = build_parser()._subparsers._group_actions[0].choices["merge"]
+    method = next(a for a in merge._actions if a.dest == "method")
+    assert tuple(method.choices) == MERGE_METHODS and method.default == "distil"
+
+
 def test_cli_merge(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from umaf.cli import main
 
@@ -139,6 +154,7 @@ def test_cli_merge(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
         (["merge", str(a), str(b), *common, "--overwrite"], "needs each adapter's capability"),
         (["merge", str(a), str(b), *common, "--overwrite", "-c", "plural"], "give one each"),
         (["merge", str(a), str(b), *common, "--overwrite", "-c", "plural", "flying"], "unknown capability"),
+        (["merge", str(a), str(b), *common, "--overwrite", "--method", "ties", "--steps", "3"], "--steps is"),
     ]:
         if message is None:
             with pytest.raises(SystemExit):

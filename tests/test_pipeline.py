@@ -46,7 +46,7 @@ def test_every_shipped_example_parses(path: Path) -> None:
         assert all(ref.key in keys for ref in spec.adapter.sources)
 
 
-def test_demo_fuses_two_architectures_for_smollm2() -> None:
+def test_demo_merges_two_architectures_for_smollm2() -> None:
     spec = load_pipeline(EXAMPLES_DIR / "demo.yaml")
     assert spec.adapter is not None and spec.adapter.target == "smollm2" and spec.adapter.merge == "distil"
     models = {ref.model for ref in spec.adapter.sources}
@@ -322,6 +322,21 @@ def test_run_pipeline_end_to_end_on_tiny_models(
     with pytest.raises(UmafError, match="output: .* exists; pass --overwrite"):
         run_pipeline(spec, extractor=tiny_world["extractor"])
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_merge_pipelines_need_distinct_sources_and_positive_weights() -> None:
+    merged = copy.deepcopy(GOOD)
+    merged["adapter"]["merge"] = "distil"
+    assert parse_pipeline(merged, "t.yaml").adapter.merge == "distil"
+    for change, message in [
+        (lambda a: a["from"].append(dict(a["from"][0])), "adapter.from: each source of a merge"),
+        (lambda a: a["from"][1].update(weight=0), "adapter.from: merge weights must be positive"),
+        (lambda a: a["from"].pop(), "adapter.merge: merging needs at least two sources"),
+    ]:
+        data = copy.deepcopy(merged)
+        change(data["adapter"])
+        with pytest.raises(UmafError, match=message):
+            parse_pipeline(data, "t.yaml")
 
 
 def test_pipeline_merges_one_adapter_per_source(tiny_world: dict, tmp_path: Path) -> None:

@@ -265,6 +265,8 @@ def _cmd_merge(args: argparse.Namespace) -> None:
     caps = [get_capability(c) for c in args.capabilities or ()]
     if caps and len(caps) != len(args.adapters):
         raise UmafError(f"got {len(caps)} capabilities for {len(args.adapters)} adapters; give one each")
+    if args.steps is not None and args.method != "distil":
+        raise UmafError(f"--steps is a setting of the distil method, not of {args.method}")
     config = DistilConfig(steps=args.steps) if args.steps is not None else None
     check_merge(args.adapters, args.method, args.weights, caps or None)  # before the target is loaded
     loaded = load(args.target, allow_download=args.allow_download, dtype=args.dtype, device=args.device)

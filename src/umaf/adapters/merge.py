@@ -4,9 +4,10 @@ Two ways, one function (:func:`merge_adapters`):
 
 - ``distil`` (the default): the adapters are concatenated along the rank (their ΔWs summed), then that
   LoRA is trained for a few steps to answer each constituent's *inputs* as the constituent adapter
-  answers them (sequence-level distillation: the teachers' greedy answers are the labels, no gold
-  output is read). Summing alone makes every adapter act on every input; the short fit removes the
-  interference wherever the target's activations tell the inputs apart (:func:`input_separability`).
+  answers them (sequence-level distillation: the teachers' greedy answers are the labels; the gold
+  outputs only bound how many tokens an answer may take). Summing alone makes every adapter act on
+  every input; the short fit removes the interference wherever the target's activations tell the
+  inputs apart (:func:`input_separability`). The merged rank is the sum of the adapters' ranks.
 - PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``ties``, ``dare_linear`` (no training).
 
 The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituents, seconds).
@@ -45,7 +46,7 @@ SEPARABLE = 0.75
 
 @dataclass(frozen=True)
 class DistilConfig:
-    """How ``distil`` fits the merged adapter (AdamW, warm-up then cosine decay, the oracles' fit step)."""
+    """How ``distil`` fits the merged adapter (AdamW with cosine decay, the oracles' fit step)."""
 
     steps: int = 60
     """Optimiser steps."""
@@ -78,7 +79,7 @@ def check_merge(
     if len(adapters) < 2:
         raise UmafError("merging needs at least two adapters")
     configs = [read_adapter(a)[0] for a in adapters]  # bad folders fail here
-    modules = {tuple(sorted(c.get("target_modules") or ())) for c in configs}
+    modules = {json.dumps(c.get("target_modules"), sort_keys=True) for c in configs}
     if len(modules) != 1:
         raise UmafError("the adapters adapt different modules; they cannot be merged into one LoRA")
     w = [1.0] * len(adapters) if weights is None else [float(x) for x in weights]
@@ -106,10 +107,14 @@ def merge_adapters(
     ``capabilities`` (one per adapter, needed by ``distil``) say whose inputs each adapter answers;
     ``weights`` scale each adapter's ΔW (default 1). ``target.model`` is left as it was.
     """
+    from umaf.adapters.oracles import check_generative
+
     check_writable(output, overwrite)
     w = check_merge(adapters, method, weights, capabilities)
     for adapter in adapters:
         check_adapter_fits(adapter, target.model, target.info.name)
+    if method == "distil":
+        check_generative(target)  # it learns from the target's own generated answers
     start = time.perf_counter()
     with atomic_path(output, overwrite=overwrite, is_dir=True) as tmp:
         meta: dict[str, Any] = {"method": method, "weights": w, "adapters": [str(a) for a in adapters]}
@@ -147,9 +152,11 @@ def _peft_merge(
                 model.load_adapter(str(path), adapter_name=f"a{i}")
             names = [f"a{i}" for i in range(len(adapters))]
             density = None if method in ("linear", "cat") else MERGE_DENSITY
-            torch.manual_seed(0)  # dare_linear drops entries at random
             try:
-                model.add_weighted_adapter(names, weights, "merged", combination_type=method, density=density)
+                with torch.random.fork_rng():  # dare_linear drops entries at random
+                    torch.manual_seed(0)
+                    model.add_weighted_adapter(names, weights, "merged", combination_type=method,
+                                               density=density)  # fmt: skip
             except ValueError as err:  # e.g. linear merges of adapters of different ranks
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UmafError(f"PEFT cannot merge these adapters with {method!r}: {first}") from None
@@ -160,6 +167,11 @@ def _peft_merge(
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # PEFT saves a non-default adapter in a subfolder
         (folder / "peft" / "merged" / name).rename(folder / name)
     shutil.rmtree(folder / "peft")
+    # PEFT folds every scale into the merged factors and saves lora_alpha = r, but keeps the first
+    # adapter's use_rslora, which would scale the merge by sqrt(r) instead of 1.
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    config["use_rslora"] = False
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- distil
@@ -242,6 +254,7 @@ def _distil(
     from umaf.adapters.oracles import default_config, fit_lora
     from umaf.adapters.peft_io import preserved
 
+    lora, tensors = concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, early
     pairs = [teacher_answers(target, a, c, config.inputs) for a, c in
              tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
                   disable=not progress)]  # fmt: skip
@@ -250,7 +263,6 @@ def _distil(
     if not prompts:
         raise UmafError("no constituent adapter answers any of its inputs; there is nothing to merge")
     items = encode_examples(target.tokenizer, target.info.kind, prompts, answers)
-    lora, tensors = concatenated(adapters, weights)
     _write_lora(lora, tensors, folder / "start")
     fit = replace(
         default_config(target.info),
@@ -260,7 +272,6 @@ def _distil(
         seed=config.seed,
         replay=0.0,
         warmup=0.0,
-        rank=lora["r"],
     )
     with preserved(target.model), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

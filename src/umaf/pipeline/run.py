@@ -193,7 +193,8 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
     separability = input_separability(target, caps)
     _say(f"{target.info.name} tells the inputs of {' / '.join(c.name for c in caps)} apart at "
          f"{separability:.2f}; merging {len(singles)} adapters ({adapter.merge})")
-    merge_adapters(target, singles, output, method=adapter.merge or "distil", capabilities=caps,
+    assert adapter.merge is not None
+    merge_adapters(target, singles, output, method=adapter.merge, capabilities=caps,
                    weights=[ref.weight for ref in adapter.sources])
     shutil.rmtree(output.parent / "singles")
     merge_seconds = time.perf_counter() - start - gen_seconds

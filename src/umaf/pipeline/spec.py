@@ -17,7 +17,9 @@ Parsing checks every key and value and names the offending key (``adapter.from[1
         - {model: minilm, capability: plural, weight: 1}
       fusion: average             # any registered fusion mode; gated takes `query`
       # merge: distil             # instead of fusion: one adapter per source, merged on the target
-      #                           # (distil, linear, cat, ties, dare_linear; see `umaf merge`)
+      #                           # (distil, linear, cat, ties, dare_linear; see `umaf merge`); each
+      #                           # weight then scales its adapter's ΔW as given (not normalised), and
+      #                           # distil's rank is the sum of the sources' ranks
       interpolate: false          # true | false | auto (when a trained interpolator exists)
     evaluate: {capabilities: [plural], limit: 32, oracle: true, singles: true, perplexity: false}
     report: {metric: cosine}
@@ -231,8 +233,12 @@ def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
         )
     if spec.merge is not None and ("fusion" in a or "query" in a):
         raise r.fail("adapter.merge", "merge combines one adapter per source; give either fusion or merge")
+    if spec.merge is not None and len({ref.key for ref in spec.sources}) < len(spec.sources):
+        raise r.fail("adapter.from", "each source of a merge must be a different model or capability")
     if spec.merge is not None and len(spec.sources) < 2:
         raise r.fail("adapter.merge", "merging needs at least two sources in adapter.from")
+    if spec.merge is not None and any(ref.weight <= 0 for ref in spec.sources):
+        raise r.fail("adapter.from", "merge weights must be positive")
     if spec.merge is None and (spec.query is not None) != FUSION_MODES.get(spec.fusion).uses_gate:
         raise r.fail("adapter.query", "the gated fusion mode needs a query capability; other modes take none")
     return spec
