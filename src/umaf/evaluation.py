@@ -41,8 +41,10 @@ def as_loaded(target: str | LoadedModel, *, device: str | torch.device | None = 
 
 
 @contextmanager
-def adapted(loaded: LoadedModel, adapter: str | Path | None) -> Iterator[LoadedModel]:
-    """``loaded`` with the PEFT LoRA ``adapter`` attached for the duration of the block (or as is if None).
+def adapted(loaded: LoadedModel, adapter: str | Path | None,
+            trainable: bool = False) -> Iterator[LoadedModel]:
+    """``loaded`` with the PEFT LoRA ``adapter`` attached for the duration of the block (or as is if None;
+    ``trainable``: its factors require gradients and the model is not put in eval mode).
 
     The adapter is checked first (files, safetensors, module names and shapes), so a bad one is a
     :class:`UmafError` and never leaves the model half-modified; afterwards it is unloaded again.
@@ -59,12 +61,13 @@ def adapted(loaded: LoadedModel, adapter: str | Path | None) -> Iterator[LoadedM
         try:
             with warnings.catch_warnings():  # transformers' deprecation notices raised from inside PEFT
                 warnings.simplefilter("ignore", FutureWarning)
-                peft_model = PeftModel.from_pretrained(loaded.model, str(adapter), is_trainable=False)
+                peft_model = PeftModel.from_pretrained(loaded.model, str(adapter), is_trainable=trainable)
         except (ValueError, RuntimeError, KeyError, OSError) as err:
             _strip_lora(loaded.model)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UmafError(f"cannot load adapter {adapter} on {loaded.info.name}: {first}") from None
-        peft_model.eval()
+        if not trainable:
+            peft_model.eval()
         try:
             yield LoadedModel(peft_model, loaded.tokenizer, loaded.info)
         finally:

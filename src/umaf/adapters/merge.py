@@ -140,30 +140,23 @@ def _peft_merge(
     target: LoadedModel, adapters: Sequence[str | Path], method: str, weights: list[float], folder: Path
 ) -> None:
     """PEFT ``add_weighted_adapter`` of ``adapters`` written as a plain LoRA folder in ``folder``."""
-    from peft import PeftModel
+    from umaf.evaluation import adapted
 
-    from umaf.adapters.peft_io import preserved
-
-    with preserved(target.model), warnings.catch_warnings():
+    with adapted(target, adapters[0]) as first, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = PeftModel.from_pretrained(target.model, str(adapters[0]), adapter_name="a0")
+        model = first.model
+        for i, path in enumerate(adapters[1:], start=1):
+            model.load_adapter(str(path), adapter_name=f"a{i}")
+        names = ["default", *(f"a{i}" for i in range(1, len(adapters)))]
+        density = None if method in ("linear", "cat") else MERGE_DENSITY
         try:
-            for i, path in enumerate(adapters[1:], start=1):
-                model.load_adapter(str(path), adapter_name=f"a{i}")
-            names = [f"a{i}" for i in range(len(adapters))]
-            density = None if method in ("linear", "cat") else MERGE_DENSITY
-            try:
-                with torch.random.fork_rng():  # dare_linear drops entries at random
-                    torch.manual_seed(0)
-                    model.add_weighted_adapter(names, weights, "merged", combination_type=method,
-                                               density=density)  # fmt: skip
-            except ValueError as err:  # e.g. linear merges of adapters of different ranks
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UmafError(f"PEFT cannot merge these adapters with {method!r}: {first}") from None
-            saved = str(folder / "peft")
-            model.save_pretrained(saved, selected_adapters=["merged"], save_embedding_layers=False)
-        finally:
-            model.unload()
+            with torch.random.fork_rng():  # dare_linear drops entries at random
+                torch.manual_seed(0)
+                model.add_weighted_adapter(names, weights, "merged", combination_type=method, density=density)
+        except ValueError as err:  # e.g. linear merges of adapters of different ranks
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UmafError(f"PEFT cannot merge these adapters with {method!r}: {first_line}") from None
+        model.save_pretrained(str(folder / "peft"), selected_adapters=["merged"], save_embedding_layers=False)
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):  # PEFT saves a non-default adapter in a subfolder
         (folder / "peft" / "merged" / name).rename(folder / name)
     shutil.rmtree(folder / "peft")
@@ -249,10 +242,8 @@ def _distil(
     progress: bool,
 ) -> dict[str, Any]:
     """Fit the concatenated adapters on the teachers' answers; the trained LoRA is written to ``folder``."""
-    from peft import PeftModel
-
     from umaf.adapters.oracles import default_config, fit_lora
-    from umaf.adapters.peft_io import preserved
+    from umaf.evaluation import adapted
 
     lora, tensors = concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, early
     pairs = [teacher_answers(target, a, c, config.inputs) for a, c in
@@ -273,14 +264,9 @@ def _distil(
         replay=0.0,
         warmup=0.0,
     )
-    with preserved(target.model), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = PeftModel.from_pretrained(target.model, str(folder / "start"), is_trainable=True)
-        try:
-            losses = fit_lora(model, items, pad_id(target.tokenizer), fit, progress, "distil")
-            model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
-        finally:
-            model.unload()
+    with adapted(target, folder / "start", trainable=True) as student:
+        losses = fit_lora(student.model, items, pad_id(target.tokenizer), fit, progress, "distil")
+        student.model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     shutil.rmtree(folder / "start")
     return {
