@@ -30,7 +30,8 @@ bench: $(STAMP)
 	$(BIN)/umaf bench fingerprints --json bench-out/fingerprints.json --overwrite
 	$(BIN)/umaf bench transfer --target zoo:llama-m-a --json bench-out/transfer-llama-m-a.json --overwrite
 	$(BIN)/umaf bench transfer --target smollm2 --json bench-out/transfer-smollm2.json --overwrite
-	$(BIN)/umaf bench fusion --json bench-out/fusion.json --overwrite
+	$(BIN)/umaf bench fusion --target smollm2 --json bench-out/fusion-smollm2.json --overwrite
+	$(BIN)/umaf bench fusion --target zoo:llama-m-a --json bench-out/fusion-llama-m-a.json --overwrite
 	$(BIN)/umaf bench size --json bench-out/size.json --overwrite
 
 # Rebuilds every shipped component in the cache (resumable; about 46 min on 2 CPU cores) and writes
