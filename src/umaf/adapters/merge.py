@@ -46,7 +46,8 @@ SEPARABLE = 0.75
 
 @dataclass(frozen=True)
 class DistilConfig:
-    """How ``distil`` fits the merged adapter (AdamW with cosine decay, the oracles' fit step)."""
+    """How ``distil`` fits the merged adapter (AdamW with cosine decay, the oracles' fit step and the
+    target's oracle defaults otherwise, the replay loss on general text included)."""
 
     steps: int = 60
     """Optimiser steps."""
@@ -243,7 +244,7 @@ def _distil(
     progress: bool,
 ) -> dict[str, Any]:
     """Fit the concatenated adapters on the teachers' answers; the trained LoRA is written to ``folder``."""
-    from umaf.adapters.oracles import default_config, fit_lora
+    from umaf.adapters.oracles import default_config, fit_attached
     from umaf.evaluation import adapted
 
     lora, tensors = concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, early
@@ -262,11 +263,10 @@ def _distil(
         lr=config.lr,
         batch_size=config.batch_size,
         seed=config.seed,
-        replay=0.0,
         warmup=0.0,
     )
     with adapted(target, folder / "start", trainable=True) as student:
-        losses = fit_lora(student.model, items, pad_id(target.tokenizer), fit, progress, "distil")
+        losses, _ = fit_attached(student.model, target, items, fit, "distil", progress)
         student.model.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False)
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     shutil.rmtree(folder / "start")

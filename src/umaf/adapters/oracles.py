@@ -325,7 +325,7 @@ def _save_adapter(peft_model: Any, tmp: Path, meta: dict) -> None:
     (tmp / ORACLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def _fit_attached(peft_model: Any, loaded: LoadedModel, items: list[Encoded], config: OracleConfig,
+def fit_attached(peft_model: Any, loaded: LoadedModel, items: list[Encoded], config: OracleConfig,
                   desc: str, progress: bool) -> tuple[list[float], float]:
     """Train the LoRA attached to ``loaded`` on ``items`` (with the replay loss the config asks for);
     returns the loss per step and the seconds it took."""
@@ -349,7 +349,7 @@ def fit_oracle(loaded: LoadedModel, target: str, capability: Capability, config:
     base_accuracy = eval_accuracy(loaded, capability, config.eval_examples)
     base_seconds = time.perf_counter() - start
     with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
-        losses, train_seconds = _fit_attached(peft_model, loaded, items, config, capability.name, progress)
+        losses, train_seconds = fit_attached(peft_model, loaded, items, config, capability.name, progress)
         start = time.perf_counter()
         accuracy = eval_accuracy(LoadedModel(peft_model, loaded.tokenizer, loaded.info), capability,
                                  config.eval_examples)
@@ -470,8 +470,8 @@ def build_library(target: str | LoadedModel, capabilities: Sequence[str], config
 
 __all__ = [
     "ORACLE_FILE", "ConfigLike", "OracleConfig", "OracleEntry", "build_library", "check_generative",
-    "default_config", "encode_train_split", "fit_lora", "fit_oracle", "is_cached", "library", "library_dir",
-    "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config", "train_oracle",
+    "default_config", "encode_train_split", "fit_attached", "fit_lora", "fit_oracle", "is_cached", "library",
+    "library_dir", "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config", "train_oracle",
 ]
 
 
@@ -504,7 +504,7 @@ def train_multitask(target: str | LoadedModel, capabilities: Sequence[str], conf
     items = [enc for cap in capabilities
              for enc in encode_train_split(loaded, get_capability(cap), config.max_length)]
     with preserved(loaded.model), attached_lora(loaded, config) as peft_model:
-        losses, seconds = _fit_attached(peft_model, loaded, items, config, "multitask", progress)
+        losses, seconds = fit_attached(peft_model, loaded, items, config, "multitask", progress)
         meta = {"target": name, "capabilities": list(capabilities), "config": config.to_dict(),
                 "train_dtype": dtype_name(loaded.dtype), "device": str(loaded.device),
                 "n_train": len(items), "train_seconds": round(seconds, 3),
