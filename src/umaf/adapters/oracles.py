@@ -471,7 +471,8 @@ def build_library(target: str | LoadedModel, capabilities: Sequence[str], config
 __all__ = [
     "ORACLE_FILE", "ConfigLike", "OracleConfig", "OracleEntry", "build_library", "check_generative",
     "default_config", "encode_train_split", "fit_attached", "fit_lora", "fit_oracle", "is_cached", "library",
-    "library_dir", "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config", "train_oracle",
+    "library_dir", "lora_config", "oracle_dir", "read_oracle_meta", "replay_items", "resolve_config",
+    "train_oracle",
 ]
 
 
