@@ -13,6 +13,7 @@ from umaf.adapters.merge import (
     MERGE_METHODS,
     PEFT_MERGES,
     DistilConfig,
+    check_merge,
     concatenated,
     input_separability,
     merge_adapters,
@@ -49,6 +50,10 @@ def _save(config: dict, tensors: dict, folder: Path) -> Path:
 def test_concatenation_sums_the_weighted_updates(tmp_path: Path) -> None:
     a = _lora(tmp_path / "a", 0)
     b = _lora(tmp_path / "b", 1, r=2, lora_alpha=3, rank_pattern={"v_proj": 3})
+    config = json.loads((b / "adapter_config.json").read_text())  # PEFT writes the modules in any order
+    config["target_modules"] = sorted(config["target_modules"], reverse=True)
+    (b / "adapter_config.json").write_text(json.dumps(config))
+    assert check_merge([a, b], "linear", None, None) == [1.0, 1.0]
     config, tensors = concatenated([a, b], [0.5, 2.0])
     cat = _save(config, tensors, tmp_path / "cat")
     da, db, dc = delta_weights(a), delta_weights(b), delta_weights(cat)

@@ -81,7 +81,9 @@ def check_merge(
     if len(adapters) < 2:
         raise UmafError("merging needs at least two adapters")
     configs = [read_adapter(a)[0] for a in adapters]  # bad folders fail here
-    modules = {json.dumps(c.get("target_modules"), sort_keys=True) for c in configs}
+    # PEFT stores a module list from a set (any order) or a regex string
+    modules = {json.dumps(sorted(m) if isinstance(m := c.get("target_modules"), list) else m)
+               for c in configs}  # fmt: skip
     if len(modules) != 1:
         raise UmafError("the adapters adapt different modules; they cannot be merged into one LoRA")
     w = [1.0] * len(adapters) if weights is None else [float(x) for x in weights]
