@@ -138,7 +138,13 @@ def test_plan_and_sources() -> None:
 
 
 def test_fusion_suite_figures_with_stand_ins(tmp_path: Path) -> None:
-    results = fusion_bench.run_fusion(stand_in_toolkit(tmp_path), quick=False)
+    kit = stand_in_toolkit(tmp_path)
+    asked, evaluate = [], kit.evaluate
+    kit.evaluate = lambda cap, adapter, split="eval": asked.append((cap, str(adapter), split)) or evaluate(
+        cap, adapter, split)
+    results = fusion_bench.run_fusion(kit, quick=False)
+    assert asked and len(asked) == len(set(asked)), "every accuracy is measured once"
+    assert results["m4_combinations_without_sources"] == 0
     assert results["m4_capabilities"] == sorted(CAPS), "held-out capabilities are not fused"
     single = SINGLE - 0.2 - BASE  # generated single adapters (not moved to the target's scale)
     assert results["m4_mode"] == "distil", "the headline method is chosen on validation"

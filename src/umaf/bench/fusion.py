@@ -21,6 +21,7 @@ SEPARABLE (:func:`umaf.adapters.merge.input_separability`); the others are repor
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import statistics
@@ -199,17 +200,18 @@ def reference_accuracies(kit: Toolkit, quick: bool) -> tuple[list[str], dict[str
     return chosen, base, oracle
 
 
-class Scorer:
-    """Accuracy of adapters on capabilities per split, with the base accuracy of each, computed once."""
+def memoised(evaluate: Callable[..., float]) -> Callable[..., float]:
+    """``evaluate(capability, adapter, split)`` computed once per argument triple (adapters are folders
+    written once per run, so their path names them)."""
+    scores: dict[tuple[str, str, str], float] = {}
 
-    def __init__(self, kit: Toolkit) -> None:
-        self.kit, self.scores = kit, {}
-
-    def __call__(self, cap: str, adapter: Path | None, split: str) -> float:
+    def score(cap: str, adapter: Path | None, split: str = EVAL) -> float:
         key = (cap, str(adapter), split)
-        if key not in self.scores:
-            self.scores[key] = self.kit.evaluate(cap, adapter, split)
-        return self.scores[key]
+        if key not in scores:
+            scores[key] = evaluate(cap, adapter, split)
+        return scores[key]
+
+    return score
 
 
 def candidates(kit: Toolkit, combo: Sequence[str], fps: list[Fingerprint], singles: list[Path], folder: Path,
@@ -230,10 +232,11 @@ def candidates(kit: Toolkit, combo: Sequence[str], fps: list[Fingerprint], singl
     return out
 
 
-def measure_combination(kit: Toolkit, score: Scorer, combo: Sequence[str], sources: Sequence, oracle: dict,
+def measure_combination(kit: Toolkit, combo: Sequence[str], sources: Sequence, oracle: dict,
                         folder: Path, quick: bool) -> dict[str, Any]:  # fmt: skip
     """Every method's accuracy and kept fraction on each capability of one combination; per method the
     setting with the best worst-constituent kept fraction on validation."""
+    score = kit.evaluate
     fps = [kit.fingerprint(s, c) for c, s in zip(combo, sources, strict=True)]
     singles = [kit.generate(fp, folder / f"single-{i}") for i, fp in enumerate(fps)]
     base = {sp: {c: score(c, None, sp) for c in combo} for sp in (VALIDATION, EVAL)}
@@ -308,26 +311,28 @@ def _nan_low(x: float | None) -> float:
 
 
 def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
-    """M4 over the planned combinations, with the per-combination records."""
+    """M4 over the planned combinations, with the per-combination records (every accuracy measured once:
+    the base and oracle ones of the capability choice are reused)."""
+    kit = dataclasses.replace(kit, evaluate=memoised(kit.evaluate))
     caps, _, oracle = reference_accuracies(kit, quick)
     if len(caps) < 3:
         raise UmafError(
             f"only {len(caps)} capabilities gain >= {MIN_ORACLE_GAIN} from an oracle on {kit.target}"
         )
-    records = []
-    score = Scorer(kit)
+    records, planned = [], plan_combinations(caps, quick)
     with tempfile.TemporaryDirectory(prefix="umaf-bench-fusion-") as tmp:
-        for i, combo in enumerate(tqdm(plan_combinations(caps, quick), desc="fusion combinations")):
+        for i, combo in enumerate(tqdm(planned, desc="fusion combinations")):
             sources = pick_sources(combo, kit.zoo, kit.target_family)
             if sources is None:
                 continue
             folder = Path(tmp) / f"combo-{i}"
-            records.append(measure_combination(kit, score, combo, sources, oracle, folder, quick))
+            records.append(measure_combination(kit, combo, sources, oracle, folder, quick))
     if not records:
         raise UmafError("no capability combination has trained zoo sources of different families")
     return {
         **summarise(records),
         "m4_capabilities": caps,
+        "m4_combinations_without_sources": len(planned) - len(records),  # no zoo families to read them
         "m4_separable_from": SEPARABLE,
         "m4_validation_split": VALIDATION,
         "m4_eval_split": EVAL,
