@@ -133,6 +133,9 @@ def test_plan_and_sources() -> None:
     assert sources is not None and len({s.family for s in sources}) == 3
     assert "llama" not in {s.family for s in sources}, "the target's family comes last"
     assert fusion_bench.pick_sources(CAPS[:1] * 5, zoo_entries(Path("/z")), "llama") is None
+    trained = {s.model_id for s in sources}  # the generator's training sources are never picked
+    others = fusion_bench.pick_sources(("reverse", "add"), zoo_entries(Path("/z")), "llama", trained)
+    assert others is not None and not {s.model_id for s in others} & trained
     assert fusion_bench.kept_fraction(0.5, 0.1, 0.9) == pytest.approx(0.5)
     assert fusion_bench.kept_fraction(0.5, 0.1, 0.12) is None
 

@@ -109,3 +109,22 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     fresh = fit_end_to_end(other, None, target, _world(), replace(config, e2e_steps=6, e2e_lr=1e-3),
                            Accelerator(), checkpoint)
     assert len(fresh) == 6 and fresh[0] == pytest.approx(whole[0], rel=1e-5) and fresh[5] != longer[5]
+
+
+def test_the_replay_loss_trains_the_generated_delta_on_general_text() -> None:
+    """The replay sentences run under the generated ΔW: their loss moves the generator (the target is
+    frozen, so without the ΔW hooked in it could not), while the task loss of the first step is unchanged."""
+    from dataclasses import replace
+
+    from accelerate import Accelerator
+
+    from umaf.generator.train import fit_end_to_end
+
+    runs = {}
+    for weight in (0.0, 1.0):
+        gen, target, config = _generator()
+        losses = fit_end_to_end(gen, None, target, _world(), replace(config, e2e_steps=1, e2e_replay=weight),
+                                Accelerator())
+        runs[weight] = (losses, _checksum(gen))
+    assert runs[0.0][0] == pytest.approx(runs[1.0][0], rel=1e-6)
+    assert runs[0.0][1] != pytest.approx(runs[1.0][1], rel=1e-9)

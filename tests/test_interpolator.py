@@ -248,6 +248,25 @@ def test_training_smoke_lowers_loss_and_never_sees_held_out(
     assert 0 < report["kept_step"] <= config.steps
 
 
+def test_moves_are_made_only_within_the_trained_sizes() -> None:
+    samples = synthetic_samples(["reverse", "uppercase", "add"])
+    config = InterpolatorTrainConfig(InterpolatorConfig(hidden=32, dropout=0.0), steps=40, batch_size=16,
+                                     lr=3e-3, select_fraction=0.0, progress=False)
+    model = train_interpolator(config, samples=samples)
+    trained = [Scale.from_meta(s.fingerprint.meta).features() for s in samples if s.size != "s"]
+    assert list(model.config.scale_low) == pytest.approx(torch.stack(trained).min(0).values.tolist())
+    fp = make_fp(torch.randn(512), size="m")
+    beyond = interpolate(fp, Scale(1e8, 12, 768), interpolator=model)  # larger than every trained size
+    assert torch.allclose(beyond.vector, fp.vector, atol=1e-6) and beyond.meta["move_within_trained"] == 0
+    small = make_fp(torch.randn(512), size="xs")
+    inside = interpolate(small, params=SIZES["m"], layers=TINY_SIZES["m"][0], width=TINY_SIZES["m"][1],
+                         interpolator=model)  # fmt: skip
+    past = interpolate(small, Scale(1e8, 12, 768), interpolator=model)
+    assert inside.meta["move_within_trained"] == 1 and 0 < past.meta["move_within_trained"] < 1
+    assert torch.allclose(past.vector, inside.vector, atol=1e-5)  # the part beyond m is not made
+    assert not torch.allclose(inside.vector, small.vector, atol=1e-3)
+
+
 def test_split_pairs_keep_held_out_sizes_and_selection_capabilities_apart() -> None:
     samples = synthetic_samples(["reverse", "uppercase", "add", "plural", "length"])
     config = InterpolatorTrainConfig(select_fraction=0.4)

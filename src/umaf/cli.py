@@ -142,6 +142,9 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({src['n_params']:,} -> {dst['n_params']:,} parameters, "
           f"{src['n_layers']} -> {dst['n_layers']} layers, {src['width']} -> {dst['width']} wide)",
           file=sys.stderr)  # fmt: skip
+    if out.meta["move_within_trained"] < 1:
+        print(f"note: only {out.meta['move_within_trained']:.0%} of this move lies within the sizes the "
+              "interpolator was trained on; the rest is not made", file=sys.stderr)  # fmt: skip
 
 
 def _cmd_fuse(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ import itertools
 import random
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class Toolkit:
     target_family: str = ""  # the target's model family (sources of it are picked last)
     recorded_gain: dict[str, float] = field(default_factory=dict)  # oracle gain recorded in the library
     known: set[str] = field(default_factory=set)  # capabilities the generator was trained on (empty: any)
+    trained_sources: set[str] = field(default_factory=set)  # models whose fingerprints trained the generator
 
 
 def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
@@ -130,18 +131,21 @@ def resolve_toolkit(target: str, quick: bool = False) -> Toolkit:
         target_family=loaded.info.family,
         recorded_gain={e.capability: e.gain for e in entries},
         known=set(report.get("e2e_capabilities") or report.get("capabilities") or ()),
+        trained_sources=set(report.get("sources") or ()),
     )
 
 
 # ------------------------------------------------------------------------------------------- planning
 
 
-def pick_sources(combo: Sequence[str], zoo: Sequence, target_family: str) -> list | None:
+def pick_sources(combo: Sequence[str], zoo: Sequence, target_family: str,
+                 exclude: Collection[str] = ()) -> list | None:
     """One zoo model per capability, trained on it, all of different families (the target's family
-    last in preference); the most accurate model of a family first. None if impossible."""
+    last in preference), none of the models in ``exclude`` (the generator's training sources); the most
+    accurate model of a family first. None if impossible."""
     chosen, used = [], set()
     for cap in combo:
-        options = [e for e in zoo if cap in e.trained and e.family not in used]
+        options = [e for e in zoo if cap in e.trained and e.family not in used and e.model_id not in exclude]
         options.sort(key=lambda e: (e.family == target_family, -e.accuracy.get(cap, 0.0), e.name))
         if not options:
             return None
@@ -322,7 +326,7 @@ def run_fusion(kit: Toolkit, quick: bool) -> dict[str, Any]:
     records, planned = [], plan_combinations(caps, quick)
     with tempfile.TemporaryDirectory(prefix="umaf-bench-fusion-") as tmp:
         for i, combo in enumerate(tqdm(planned, desc="fusion combinations")):
-            sources = pick_sources(combo, kit.zoo, kit.target_family)
+            sources = pick_sources(combo, kit.zoo, kit.target_family, kit.trained_sources)
             if sources is None:
                 continue
             folder = Path(tmp) / f"combo-{i}"

@@ -115,6 +115,14 @@ class GeneratorConfig:
         metadata={"help": "Weight of the reconstruction loss on capabilities with an oracle (end to end)."},
     )
     e2e_max_length: int = field(default=32, metadata={"help": "Token limit per end-to-end example."})
+    e2e_replay: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the target's LM loss on general replay text with a generated ΔW hooked "
+                  "in (end to end; keeps adapters from harming general text; decoder targets only)."},
+    )
+    e2e_replay_batch: int = field(
+        default=4, metadata={"help": "Replay sentences per end-to-end step, each under one step's ΔW."}
+    )
     e2e_dtype: str = field(
         default="bfloat16",
         metadata={"help": "Dtype the frozen target runs in during the end-to-end phase (the generator "
@@ -141,7 +149,10 @@ class GeneratorConfig:
             raise UmafError("null_fraction and dropout must lie in [0, 1)")
         if self.e2e_steps < 0 or self.n_blocks < 0:
             raise UmafError("e2e_steps and n_blocks must not be negative")
-        for name in ("e2e_caps_per_step", "e2e_examples_per_cap", "e2e_max_length", "checkpoint_every"):
+        if self.e2e_replay < 0:
+            raise UmafError(f"e2e_replay must not be negative, got {self.e2e_replay}")
+        for name in ("e2e_caps_per_step", "e2e_examples_per_cap", "e2e_max_length", "e2e_replay_batch",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
         from umaf.components import DTYPES

@@ -237,13 +237,15 @@ def fit_end_to_end(
     checkpoint: Path | None = None,
 ) -> list[float]:
     """LM loss of the frozen target on each world capability's train split with the ΔW generated from
-    one of its fingerprints hooked in, plus weighted reconstruction where the capability has an oracle.
+    one of its fingerprints hooked in, plus weighted reconstruction where the capability has an oracle,
+    plus ``e2e_replay`` times the LM loss on general replay sentences, each under one of the step's ΔWs
+    (so the adapters learn the task without harming general text, as the oracles' replay loss does).
 
     Each step draws ``e2e_caps_per_step`` capabilities and ``e2e_examples_per_cap`` examples of each
     (per process: ``accelerate launch`` runs it data-parallel); every ``checkpoint_every`` steps the
-    state goes to ``checkpoint``, from which an interrupted run resumes. Returns the LM loss per step.
+    state goes to ``checkpoint``, from which an interrupted run resumes. Returns the task LM loss per step.
     """
-    from umaf.adapters.oracles import encode_train_split
+    from umaf.adapters.oracles import encode_train_split, replay_items
     from umaf.adapters.peft_io import preserved
     from umaf.capabilities import get_capability, stable_seed
     from umaf.encoding import collate, pad_id
@@ -255,6 +257,7 @@ def fit_end_to_end(
         raise UmafError("no fingerprints of the end-to-end capabilities could be made")
     encoded = {i: encode_train_split(loaded, get_capability(world.names[i]), config.e2e_max_length)
                for i in caps}
+    replay = replay_items(loaded, config.e2e_max_length) if config.e2e_replay > 0 else []
     optimizer = torch.optim.AdamW(generator.parameters(), lr=config.e2e_lr, weight_decay=config.weight_decay)
     run = _run_key(world, config)
     start, losses = _load_checkpoint(checkpoint, generator, optimizer, run) if checkpoint else (0, [])
@@ -289,6 +292,13 @@ def fit_end_to_end(
             with delta_hooks(target, generator, per_example):
                 lm_loss = target(**batch).loss.float()
             loss = lm_loss
+            if replay:
+                picked_replay = rng.sample(replay, min(config.e2e_replay_batch, len(replay)))
+                extra = {k: v.to(device) for k, v in collate(picked_replay, pad).items()}
+                owner = torch.arange(len(picked_replay), device=device) % n_caps  # one step ΔW each
+                under = {kind: (a[owner], b[owner]) for kind, (a, b) in factors.items()}
+                with delta_hooks(target, generator, under):
+                    loss = loss + config.e2e_replay * target(**extra).loss.float()
             with_oracle = [(j, world.lib_rows[c]) for j, c in enumerate(picked) if c in world.lib_rows]
             if with_oracle and config.e2e_recon_weight > 0:
                 js = torch.tensor([j for j, _ in with_oracle], device=device)

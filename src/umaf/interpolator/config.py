@@ -26,6 +26,14 @@ class InterpolatorConfig:
         default=None,
         metadata={"help": "Extractor whose fingerprints it was trained on (None: untrained, accepts any)."},
     )
+    scale_low: tuple[float, ...] | None = field(
+        default=None,
+        metadata={"help": "Lowest scale features of the training sizes (set by training; None: no limit)."},
+    )
+    scale_high: tuple[float, ...] | None = field(
+        default=None,
+        metadata={"help": "Highest scale features of the training sizes (set by training; None: no limit)."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("fp_dim", "hidden"):
@@ -33,6 +41,14 @@ class InterpolatorConfig:
                 raise UmafError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise UmafError(f"dropout must be in [0, 1), got {self.dropout}")
+        if (self.scale_low is None) != (self.scale_high is None):
+            raise UmafError("scale_low and scale_high are given together or not at all")
+        if self.scale_low is not None:
+            self.scale_low, self.scale_high = tuple(self.scale_low), tuple(self.scale_high)
+            if len(self.scale_low) != 3 or len(self.scale_high) != 3 or any(
+                lo > hi for lo, hi in zip(self.scale_low, self.scale_high, strict=True)
+            ):
+                raise UmafError("scale_low and scale_high must be 3 features each, low <= high")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready) of every field."""

@@ -51,7 +51,9 @@ def interpolate(
     ``params`` [``layers``, ``width``] (missing ones estimated from the source's shape).
 
     ``interpolator=None`` uses :func:`default_interpolator`. The result's metadata keeps the source
-    model's identity and adds ``source_scale``, ``target_scale`` and ``interpolator`` (its hash).
+    model's identity and adds ``source_scale``, ``target_scale``, ``interpolator`` (its hash) and
+    ``move_within_trained``: the share of the log-scale move that lies within the sizes the interpolator
+    was trained on, the only part it makes (1 inside them; 0 for a move entirely beyond them: unchanged).
     """
     if target is not None and any(v is not None for v in (params, layers, width)):
         raise UmafError("give either a target model or a parameter count / layers / width, not both")
@@ -67,11 +69,15 @@ def interpolate(
         )
     if goal is None:  # last: a named target may have to be loaded to be measured
         goal = resolve_scale(target)
-    vector = interpolator.move(fp.vector, source.features(), goal.features())  # [fp_dim]
+    start, end = source.features(), goal.features()  # [3] each
+    vector = interpolator.move(fp.vector, start, end)  # [fp_dim]
+    full = float((end - start).norm())
+    made = float((interpolator.within_trained(end) - interpolator.within_trained(start)).norm())
     meta = copy.deepcopy(fp.meta)
     meta.update(
         source_scale=source.to_dict(),
         target_scale=goal.to_dict(),
         interpolator=interpolator.interpolator_hash,
+        move_within_trained=round(made / full, 4) if full > 0 else 1.0,
     )
     return Fingerprint(vector, fp.layer_profile, meta)

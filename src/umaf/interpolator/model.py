@@ -6,6 +6,11 @@ parameters, log2 layers, log2 width), ``mid = (s + t) / 2`` and ``V`` is an MLP 
 the mid-point scale. So asking for the source's own scale returns the fingerprint unchanged, moving back
 and forth nearly cancels, and a size between two trained sizes gets a proportional step. The velocity
 starts at zero: an untrained interpolator is the identity, the baseline it has to beat.
+
+Moves are made only within the sizes it was trained on (``scale_low``/``scale_high`` of its config):
+both scales are clamped to that range first, so the part of a move beyond the trained sizes is not made
+(a move entirely beyond them, e.g. between two models larger than any it saw, returns the fingerprint
+unchanged) instead of being extrapolated.
 """
 
 from __future__ import annotations
@@ -47,8 +52,17 @@ class SizeInterpolator(TrainedComponent):
         """Direction per scale axis: ``fp [B, fp_dim]``, ``mid [B, 3]`` -> ``[B, fp_dim, 3]``."""
         return self.velocity(self.body(torch.cat([fp, mid], dim=-1))).view(*fp.shape, N_SCALE_FEATURES)
 
+    def within_trained(self, scales: Tensor) -> Tensor:
+        """Scale features ``[..., 3]`` clamped to the trained sizes' range (unchanged without one)."""
+        if self.config.scale_low is None:
+            return scales
+        low = torch.tensor(self.config.scale_low, dtype=scales.dtype, device=scales.device)
+        high = torch.tensor(self.config.scale_high, dtype=scales.dtype, device=scales.device)
+        return torch.clamp(scales, low, high)
+
     def forward(self, fp: Tensor, source: Tensor, target: Tensor) -> Tensor:
         """``fp [B, fp_dim]``, scale features ``source``/``target [B, 3]`` -> moved ``[B, fp_dim]``."""
+        source, target = self.within_trained(source), self.within_trained(target)
         mid = (source + target) / 2 if self.config.condition_on_scale else torch.zeros_like(source)
         step = self.velocities(fp, mid) @ (target - source).unsqueeze(-1)  # [B, fp_dim, 1]
         moved = fp + step.squeeze(-1)  # [B, fp_dim]

@@ -201,8 +201,11 @@ def train_interpolator(
         raise UmafError("training fingerprints come from different extractors; recompute them with one")
     train_pairs, select_pairs = split_pairs(samples, config)
     config.interpolator.extractor_hash = hashes.pop()
-    model = SizeInterpolator(config.interpolator)
     fps, scales = stack_samples(samples)
+    trained = scales[[i for i, s in enumerate(samples) if s.size not in config.held_out_sizes]]
+    config.interpolator.scale_low = tuple(trained.min(dim=0).values.tolist())
+    config.interpolator.scale_high = tuple(trained.max(dim=0).values.tolist())
+    model = SizeInterpolator(config.interpolator)
     losses, best_step = fit(model, fps, scales, train_pairs, config, select_pairs)
     model.train_report = _report(model, fps, scales, samples, train_pairs, select_pairs, config, losses)
     model.train_report["kept_step"] = best_step
