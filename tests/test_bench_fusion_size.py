@@ -252,6 +252,8 @@ def test_size_suite_figures_with_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
     assert results["m5_pairs_heldout_capability"] > 0 and results["m5_pairs_seen_capability"] > 0
     assert results["m5_pairs_to_heldout_size"] == results["m5_pairs_from_heldout_size"]
     assert results["m5_cosine_same_size_other_subset"] < results["m5_cosine_identity"]
+    assert results["m5_cosine_other_size_other_subset"] < results["m5_cosine_identity"]
+    assert results["m5_cosine_hindsight_offset"] > results["m5_cosine_identity"] + 0.05  # drift is a shift
     gain = ORACLE - BASE
     assert results["m5_recovery_with"] == pytest.approx((SINGLE - BASE) / gain)
     assert results["m5_recovery_without"] == pytest.approx((SINGLE - 0.2 - BASE) / gain)

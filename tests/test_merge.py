@@ -170,3 +170,12 @@ def test_cli_merge(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert json.loads((out / MERGE_FILE).read_text())["config"]["steps"] == 2, "left as it was"
+
+
+def test_distillation_weighs_every_constituent_the_same() -> None:
+    from umaf.adapters.merge import balanced
+
+    small, large = [("a", "1")], [(f"b{i}", "2") for i in range(5)]
+    rows = balanced([small, large, []])
+    assert len(rows) == 10 and rows.count(("a", "1")) == 5 and set(large) <= set(rows)
+    assert balanced([[], []]) == []

@@ -57,7 +57,8 @@ class DistilConfig:
     """Distilled examples per step, drawn from every constituent."""
     inputs: int = 512
     """Train-split inputs per constituent that its adapter answers (the distillation set; chosen over 128
-    on the validation split of the fusion bench)."""
+    on the validation split of the fusion bench). A constituent with fewer is repeated to the size of the
+    largest, so each capability weighs the same."""
     seed: int = 0
     """Seed of the example order."""
 
@@ -236,6 +237,13 @@ def teacher_answers(
     return [(p, a) for p, a in zip(prompts, answers, strict=True) if a]
 
 
+def balanced(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """Every non-empty group repeated (cycled) to the size of the largest, then all concatenated: each
+    constituent weighs the same in the distillation, whatever the size of its train split."""
+    most = max((len(rows) for rows in groups), default=0)
+    return [rows[i % len(rows)] for rows in groups if rows for i in range(most)]
+
+
 def _distil(
     target: LoadedModel,
     adapters: Sequence[str | Path],
@@ -253,10 +261,10 @@ def _distil(
     pairs = [teacher_answers(target, a, c, config.inputs) for a, c in
              tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
                   disable=not progress)]  # fmt: skip
-    prompts = [p for rows in pairs for p, _ in rows]
-    answers = [f" {a}" for rows in pairs for _, a in rows]
-    if not prompts:
+    rows = balanced(pairs)
+    if not rows:
         raise UmafError("no constituent adapter answers any of its inputs; there is nothing to merge")
+    prompts, answers = [p for p, _ in rows], [f" {a}" for _, a in rows]
     items = encode_examples(target.tokenizer, target.info.kind, prompts, answers)
     _write_lora(lora, tensors, folder / "start")
     fit = replace(
