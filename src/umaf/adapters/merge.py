@@ -57,8 +57,8 @@ class DistilConfig:
     """Distilled examples per step, drawn from every constituent."""
     inputs: int = 512
     """Train-split inputs per constituent that its adapter answers (the distillation set; chosen over 128
-    on the validation split of the fusion bench). A constituent with fewer is repeated to the size of the
-    largest, so each capability weighs the same."""
+    on the validation split of the fusion bench, before constituents were balanced). A constituent with
+    fewer is repeated to the size of the largest, so each capability weighs the same."""
     seed: int = 0
     """Seed of the example order."""
 

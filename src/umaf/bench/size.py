@@ -93,6 +93,8 @@ def hindsight_offset_cosine(samples: Sequence[ZooFingerprint], pairs: Sequence[t
     cosines = []
     for i, j in pairs:
         src, tgt = samples[i], samples[j]
+        if len(by_model[src.model]) < 2 or len(by_model[tgt.model]) < 2:
+            continue  # no other capability to take a mean over
         shift = mean_without(tgt.model, tgt.capability) - mean_without(src.model, src.capability)
         moved = src.fingerprint.vector + shift
         cosines.append(float(F.cosine_similarity(moved, tgt.fingerprint.vector, dim=0)))

@@ -272,6 +272,7 @@ def fit_end_to_end(
     noise_gen = torch.Generator().manual_seed(stable_seed("e2e-noise", config.seed, start) % 2**63)
     device, pad = accelerator.device, pad_id(loaded.tokenizer)
     n_caps = min(config.e2e_caps_per_step, len(caps))
+    replay_losses: list[float] = []
     bar = tqdm(range(start + 1, config.e2e_steps + 1), desc="generator e2e", initial=start,
                total=config.e2e_steps, disable=not config.progress or not accelerator.is_main_process)
     with preserved(loaded.model) as target:  # frozen here, its flags restored afterwards
@@ -298,7 +299,9 @@ def fit_end_to_end(
                 owner = torch.arange(len(picked_replay), device=device) % n_caps  # one step ΔW each
                 under = {kind: (a[owner], b[owner]) for kind, (a, b) in factors.items()}
                 with delta_hooks(target, generator, under):
-                    loss = loss + config.e2e_replay * target(**extra).loss.float()
+                    replay_loss = target(**extra).loss.float()
+                loss = loss + config.e2e_replay * replay_loss
+                replay_losses.append(float(replay_loss.detach()))
             with_oracle = [(j, world.lib_rows[c]) for j, c in enumerate(picked) if c in world.lib_rows]
             if with_oracle and config.e2e_recon_weight > 0:
                 js = torch.tensor([j for j, _ in with_oracle], device=device)
@@ -311,7 +314,8 @@ def fit_end_to_end(
             optimizer.step()
             scheduler.step()
             losses.append(float(lm_loss.detach()))
-            bar.set_postfix(lm=f"{statistics.fmean(losses[-20:]):.3f}")
+            shown = {"lm": losses, "replay": replay_losses}
+            bar.set_postfix({k: f"{statistics.fmean(v[-20:]):.3f}" for k, v in shown.items() if v})
             if checkpoint and accelerator.is_main_process and (
                 step % config.checkpoint_every == 0 or step == config.e2e_steps
             ):

@@ -45,10 +45,13 @@ class InterpolatorConfig:
             raise UmafError("scale_low and scale_high are given together or not at all")
         if self.scale_low is not None:
             self.scale_low, self.scale_high = tuple(self.scale_low), tuple(self.scale_high)
-            if len(self.scale_low) != 3 or len(self.scale_high) != 3 or any(
+            from umaf.interpolator.scale import N_SCALE_FEATURES
+
+            n = N_SCALE_FEATURES
+            if len(self.scale_low) != n or len(self.scale_high) != n or any(
                 lo > hi for lo, hi in zip(self.scale_low, self.scale_high, strict=True)
             ):
-                raise UmafError("scale_low and scale_high must be 3 features each, low <= high")
+                raise UmafError(f"scale_low and scale_high must be {n} features each, low <= high")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready) of every field."""

@@ -71,13 +71,11 @@ def interpolate(
         goal = resolve_scale(target)
     start, end = source.features(), goal.features()  # [3] each
     vector = interpolator.move(fp.vector, start, end)  # [fp_dim]
-    full = float((end - start).norm())
-    made = float((interpolator.within_trained(end) - interpolator.within_trained(start)).norm())
     meta = copy.deepcopy(fp.meta)
     meta.update(
         source_scale=source.to_dict(),
         target_scale=goal.to_dict(),
         interpolator=interpolator.interpolator_hash,
-        move_within_trained=round(made / full, 4) if full > 0 else 1.0,
+        move_within_trained=round(interpolator.share_within_trained(start, end), 4),
     )
     return Fingerprint(vector, fp.layer_profile, meta)

@@ -15,6 +15,8 @@ unchanged) instead of being extrapolated.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor, nn
 
@@ -85,7 +87,18 @@ class SizeInterpolator(TrainedComponent):
             self.train(was_training)
         return out[0].cpu()
 
+    def share_within_trained(self, source: Tensor, target: Tensor) -> float:
+        """Share of the log-scale move ``source -> target`` (features ``[3]``) that lies within the trained
+        sizes, the only part :meth:`forward` makes (1.0 for no move at all)."""
+        full = float((target - source).norm())
+        made = float((self.within_trained(target) - self.within_trained(source)).norm())
+        return made / full if full > 0 else 1.0
+
     @property
     def interpolator_hash(self) -> str:
-        """Identifies the exact interpolator: :attr:`weights_hash` (independent of the storage dtype)."""
-        return self.weights_hash
+        """Identifies the exact interpolator: :attr:`weights_hash` (independent of the storage dtype), with
+        the trained scale range when there is one (it changes what the weights are asked)."""
+        if self.config.scale_low is None:
+            return self.weights_hash
+        key = f"{self.weights_hash}:{self.config.scale_low}:{self.config.scale_high}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
