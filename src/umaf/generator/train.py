@@ -227,6 +227,11 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
         return 0, []
 
 
+def _rows(factors: Factors, index: Tensor) -> Factors:
+    """The generated factors of the batch rows ``index`` (one per example the ΔW is applied to)."""
+    return {kind: (a[index], b[index]) for kind, (a, b) in factors.items()}
+
+
 def fit_end_to_end(
     generator: AdapterGenerator,
     lib: LibraryTargets,
@@ -289,7 +294,7 @@ def fit_end_to_end(
             model.train()
             factors = model(vecs.to(device))
             index = torch.tensor(owners, device=device)
-            per_example = {kind: (a[index], b[index]) for kind, (a, b) in factors.items()}
+            per_example = _rows(factors, index)
             with delta_hooks(target, generator, per_example):
                 lm_loss = target(**batch).loss.float()
             loss = lm_loss
@@ -297,7 +302,7 @@ def fit_end_to_end(
                 picked_replay = rng.sample(replay, min(config.e2e_replay_batch, len(replay)))
                 extra = {k: v.to(device) for k, v in collate(picked_replay, pad).items()}
                 owner = torch.arange(len(picked_replay), device=device) % n_caps  # one step ΔW each
-                under = {kind: (a[owner], b[owner]) for kind, (a, b) in factors.items()}
+                under = _rows(factors, owner)
                 with delta_hooks(target, generator, under):
                     replay_loss = target(**extra).loss.float()
                 loss = loss + config.e2e_replay * replay_loss
@@ -306,7 +311,7 @@ def fit_end_to_end(
             if with_oracle and config.e2e_recon_weight > 0:
                 js = torch.tensor([j for j, _ in with_oracle], device=device)
                 rows = torch.tensor([r for _, r in with_oracle], device=device)
-                sub = {kind: (a[js], b[js]) for kind, (a, b) in factors.items()}
+                sub = _rows(factors, js)
                 loss = loss + config.e2e_recon_weight * relative_errors(sub, lib, rows).mean()
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
