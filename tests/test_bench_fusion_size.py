@@ -3,6 +3,7 @@ the generator, the oracle library and the target; and the PEFT merges on a real 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -259,3 +260,12 @@ def test_size_suite_figures_with_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
     assert results["m5_recovery_without"] == pytest.approx((SINGLE - 0.2 - BASE) / gain)
     rows = results["m5_transfer_rows"]
     assert rows and all(r["size"] != "m" for r in rows) and rows[0]["size"] == "s"
+
+
+def test_size_transfer_never_reads_the_generators_training_sources(tmp_path: Path) -> None:
+    kit = stand_in_toolkit(tmp_path)
+    every = size_bench.transfer_sources(kit, CAPS[0], "m", ["gpt2", "llama"], quick=False)
+    trained = {every[0].model_id}
+    kit = dataclasses.replace(kit, trained_sources=trained)
+    rest = size_bench.transfer_sources(kit, CAPS[0], "m", ["gpt2", "llama"], quick=False)
+    assert rest and not {e.model_id for e in rest} & trained

@@ -118,9 +118,10 @@ def pair_cosine(samples: Sequence[ZooFingerprint], same_size: bool) -> float:
 
 
 def transfer_sources(kit: Toolkit, cap: str, target_size: str, families: Sequence[str], quick: bool) -> list:
-    """Zoo models of another size than the target's, trained on ``cap``: one per (family, size), held-out
-    sizes first; one in all with ``quick``."""
-    options = [e for e in kit.zoo if cap in e.trained and e.size != target_size and e.family in families]
+    """Zoo models of another size than the target's, trained on ``cap`` and not read in the generator's
+    training: one per (family, size), held-out sizes first; one in all with ``quick``."""
+    options = [e for e in kit.zoo if cap in e.trained and e.size != target_size and e.family in families
+               and e.model_id not in kit.trained_sources]
     options.sort(key=lambda e: (e.size != "s", e.family, e.size, -e.accuracy.get(cap, 0.0)))
     chosen, seen = [], set()
     for e in options:
@@ -150,7 +151,8 @@ def transfer_figures(kit: Toolkit, interpolator: SizeInterpolator, quick: bool) 
                 rows.append(row)
     if not rows:
         raise UmafError(
-            f"no zoo source of another size than {kit.target} is trained on a learnable capability"
+            f"no zoo source of another size than {kit.target}, outside its generator's training sources, "
+            "is trained on a learnable capability"
         )
     return {
         "m5_recovery_without": _mean([r["without"] for r in rows]),
