@@ -16,7 +16,9 @@ from umaf.adapters.merge import (
     check_merge,
     concatenated,
     input_separability,
+    left_out_note,
     merge_adapters,
+    screened,
 )
 from umaf.adapters.peft_io import delta_weights
 from umaf.capabilities import get_capability
@@ -179,3 +181,19 @@ def test_distillation_weighs_every_constituent_the_same() -> None:
     rows = balanced([small, large, []])
     assert len(rows) == 10 and rows.count(("a", "1")) == 5 and set(large) <= set(rows)
     assert balanced([[], []]) == []
+
+
+def test_constituents_that_do_not_beat_the_target_are_left_out(tiny_llama, tmp_path: Path) -> None:
+    caps = [get_capability("uppercase"), get_capability("reverse")]
+    config = DistilConfig(screen=8)  # the tiny LLaMA answers neither: 0.0 on both
+    screen = screened(tiny_llama, caps, [0.5, 0.02], config)
+    assert screen == {"uppercase": {"adapter": 0.5, "target": 0.0, "kept": True},
+                      "reverse": {"adapter": 0.02, "target": 0.0, "kept": False}}  # fmt: skip
+    assert all(s["kept"] for s in screened(tiny_llama, caps, [0.0, 0.0], config).values()), "none gains"
+    unscreened = screened(tiny_llama, caps, [0.5, 0.0], DistilConfig(min_gain=None))
+    assert all(s["kept"] for s in unscreened.values())
+    assert left_out_note(tmp_path) is None
+    (tmp_path / MERGE_FILE).write_text(json.dumps({"screen": screen}))
+    note = left_out_note(tmp_path)
+    assert note is not None and "reverse (adapter 0.02, target alone 0.00)" in note
+    assert "uppercase" not in note

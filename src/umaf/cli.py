@@ -259,7 +259,14 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
-    from umaf.adapters.merge import SEPARABLE, DistilConfig, check_merge, input_separability, merge_adapters
+    from umaf.adapters.merge import (
+        SEPARABLE,
+        DistilConfig,
+        check_merge,
+        input_separability,
+        left_out_note,
+        merge_adapters,
+    )
     from umaf.capabilities import get_capability
     from umaf.io import check_writable
     from umaf.models import load
@@ -284,6 +291,8 @@ def _cmd_merge(args: argparse.Namespace) -> None:
                           capabilities=caps or None, config=config, overwrite=args.overwrite)
     print(f"wrote {path} ({args.method} of {len(args.adapters)} adapters, PEFT LoRA for {args.target})",
           file=sys.stderr)
+    if note := left_out_note(path):
+        print(f"umaf: warning: {note}", file=sys.stderr)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

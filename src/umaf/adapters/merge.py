@@ -7,7 +7,9 @@ Two ways, one function (:func:`merge_adapters`):
   answers them (sequence-level distillation: the teachers' greedy answers are the labels; the gold
   outputs only bound how many tokens an answer may take). Summing alone makes every adapter act on
   every input; the short fit removes the interference wherever the target's activations tell the
-  inputs apart (:func:`input_separability`). The merged rank is the sum of the adapters' ranks.
+  inputs apart (:func:`input_separability`). A constituent whose adapter answers its inputs no better
+  than the target alone is left out (its answers would teach the merge its errors) and named in
+  ``merge.json``. The merged rank is the sum of the kept adapters' ranks.
 - PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``ties``, ``dare_linear`` (no training).
 
 The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituents, seconds).
@@ -59,11 +61,16 @@ class DistilConfig:
     """Train-split inputs per constituent that its adapter answers (the distillation set; chosen over 128
     on the validation split of the fusion bench, before constituents were balanced). A constituent with
     fewer is repeated to the size of the largest, so each capability weighs the same."""
+    min_gain: float | None = 0.05
+    """A constituent whose adapter's exact-match accuracy on its first ``screen`` distilled inputs exceeds
+    the target's own by less than this is left out (unless none reaches it); None keeps every one."""
+    screen: int = 128
+    """Inputs per constituent on which the adapter's gain over the target is measured."""
     seed: int = 0
     """Seed of the example order."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "inputs"):
+        for name in ("steps", "batch_size", "inputs", "screen"):
             if int(getattr(self, name)) < 1:
                 raise UmafError(f"distil config: {name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -220,10 +227,11 @@ def _write_lora(config: dict, tensors: dict[str, torch.Tensor], folder: Path) ->
 
 
 def teacher_answers(
-    target: LoadedModel, adapter: str | Path, capability: Capability, n: int
-) -> list[tuple[str, str]]:
+    target: LoadedModel, adapter: str | Path | None, capability: Capability, n: int, screen: int
+) -> tuple[list[tuple[str, str]], float]:
     """``(prompt, answer)`` for the first ``n`` train-split inputs of ``capability``, answered greedily by
-    ``target`` with ``adapter`` (an empty answer is dropped: there is nothing to distil)."""
+    ``target`` with ``adapter`` (None: the target alone; an empty answer is dropped: there is nothing to
+    distil), and the exact-match accuracy of the answers to the first ``screen`` of them."""
     from umaf.answers import generate_answers
     from umaf.evaluation import adapted
 
@@ -234,7 +242,35 @@ def teacher_answers(
     prompts = [ex.prompt() for ex in examples]
     with adapted(target, adapter) as model:
         answers = generate_answers(model, prompts, max_new_tokens=longest + 1)
-    return [(p, a) for p, a in zip(prompts, answers, strict=True) if a]
+    accuracy = float(capability.accuracy(answers[:screen], examples[:screen]))
+    return [(p, a) for p, a in zip(prompts, answers, strict=True) if a], accuracy
+
+
+def screened(
+    target: LoadedModel, capabilities: Sequence[Capability], accuracies: Sequence[float], config: DistilConfig
+) -> dict[str, dict[str, Any]]:
+    """Per constituent: its adapter's and the target's accuracy on the first ``config.screen`` inputs and
+    whether it is kept (gain >= ``config.min_gain``; every one when none is, or when ``min_gain`` is None)."""
+    if config.min_gain is None:
+        return {c.name: {"adapter": round(a, 4), "kept": True} for c, a in zip(capabilities, accuracies,
+                                                                             strict=True)}
+    base = [teacher_answers(target, None, c, config.screen, config.screen)[1] for c in capabilities]
+    gains = [a - b >= config.min_gain for a, b in zip(accuracies, base, strict=True)]
+    keep = gains if any(gains) else [True] * len(gains)
+    return {c.name: {"adapter": round(a, 4), "target": round(b, 4), "kept": k}
+            for c, a, b, k in zip(capabilities, accuracies, base, keep, strict=True)}  # fmt: skip
+
+
+def left_out_note(folder: str | Path) -> str | None:
+    """One line naming the constituents a ``distil`` merge in ``folder`` left out (None if none were)."""
+    path = Path(folder) / MERGE_FILE
+    screen = json.loads(path.read_text()).get("screen", {}) if path.is_file() else {}
+    out = [f"{name} (adapter {s['adapter']:.2f}, target alone {s['target']:.2f})"
+           for name, s in screen.items() if not s["kept"]]  # fmt: skip
+    if not out:
+        return None
+    return ("left out of the merge, as their adapters answer their inputs no better than the target alone: "
+            + ", ".join(out))
 
 
 def balanced(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
@@ -257,10 +293,14 @@ def _distil(
     from umaf.adapters.oracles import default_config, fit_attached
     from umaf.evaluation import adapted
 
-    lora, tensors = concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, early
-    pairs = [teacher_answers(target, a, c, config.inputs) for a, c in
-             tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
-                  disable=not progress)]  # fmt: skip
+    concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, before any answering
+    answered = [teacher_answers(target, a, c, config.inputs, config.screen) for a, c in
+                tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
+                     disable=not progress)]  # fmt: skip
+    screen = screened(target, capabilities, [acc for _, acc in answered], config)
+    kept = [i for i, c in enumerate(capabilities) if screen[c.name]["kept"]]
+    lora, tensors = concatenated([adapters[i] for i in kept], [weights[i] for i in kept])
+    pairs = [answered[i][0] for i in kept]
     rows = balanced(pairs)
     if not rows:
         raise UmafError("no constituent adapter answers any of its inputs; there is nothing to merge")
@@ -281,7 +321,8 @@ def _distil(
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     shutil.rmtree(folder / "start")
     return {
-        "n_distilled": {c.name: len(rows) for c, rows in zip(capabilities, pairs, strict=True)},
+        "n_distilled": {capabilities[i].name: len(rows) for i, rows in zip(kept, pairs, strict=True)},
+        "screen": screen,
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "rank": lora["r"],
     }

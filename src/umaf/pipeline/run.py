@@ -176,7 +176,7 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
                  used: dict[tuple[str, str], Fingerprint], generator: Any, output: Path) -> dict[str, Any]:
     """Write the pipeline's adapter to ``output``: generated from the fused fingerprint, or (``merge``)
     one generated per source and merged on the target. Returns what the summary records of it."""
-    from umaf.adapters.merge import input_separability, merge_adapters
+    from umaf.adapters.merge import input_separability, left_out_note, merge_adapters
     from umaf.capabilities import get_capability
     from umaf.generator import generate_adapter
 
@@ -196,10 +196,12 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
     assert adapter.merge is not None
     merge_adapters(target, singles, output, method=adapter.merge, capabilities=caps,
                    weights=[ref.weight for ref in adapter.sources])
+    if note := left_out_note(output):
+        _say(f"warning: {note}")
     shutil.rmtree(output.parent / "singles")
     merge_seconds = time.perf_counter() - start - gen_seconds
     return {"gen_seconds": round(gen_seconds, 3), "merge_seconds": round(merge_seconds, 1),
-            "input_separability": round(separability, 3)}
+            "input_separability": round(separability, 3), "left_out": note}
 
 
 def evaluate_stage(
