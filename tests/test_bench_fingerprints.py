@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -197,6 +198,10 @@ def test_m2_auc_leaves_out_trained_pairs_that_do_not_qualify():
     out = competence_metrics(sources, readings)
     assert out["m2_auc"] == 1.0 and out["m2_auc_all_trained"] < 0.9  # the weak pair scores below untrained
     assert out["zoo_pairs_trained"] == 8 and out["zoo_pairs_qualified"] == 6
+    assert out["m2_auc_plain"] == 1.0 and out["zoo_pairs_qualified_plain"] == 6  # the same accuracies here
+    zoo_only = [s if s.family == REAL else replace(s, qualified=s.trained) for s in sources]
+    tagged = competence_metrics(zoo_only, readings)  # the zoo's own eval claims the weak pair too
+    assert tagged["m2_auc"] < 0.9 and tagged["m2_auc_plain"] == 1.0
 
 
 def test_competence_metrics_fail_a_score_that_ignores_accuracy():

@@ -18,7 +18,7 @@ from umaf.adapters.merge import (
     input_separability,
     left_out_note,
     merge_adapters,
-    screened,
+    screen_constituents,
 )
 from umaf.adapters.peft_io import delta_weights
 from umaf.capabilities import get_capability
@@ -94,7 +94,7 @@ def test_distillation_trains_from_the_concatenation(tiny_llama, tmp_path: Path) 
     meta = json.loads((merged / MERGE_FILE).read_text())
     assert meta["method"] == "distil" and meta["rank"] == 4
     assert meta["capabilities"] == ["uppercase", "reverse"]
-    assert 0 < sum(meta["n_distilled"].values()) <= 12 and meta["config"]["steps"] == 3
+    assert 0 < sum(s.get("n_distilled", 0) for s in meta["screen"]) <= 12 and meta["config"]["steps"] == 3
     start = _save(*concatenated(adapters, [1.0, 1.0]), tmp_path / "start")
     trained, summed = delta_weights(merged), delta_weights(start)
     assert set(trained) == set(summed)
@@ -184,16 +184,23 @@ def test_distillation_weighs_every_constituent_the_same() -> None:
 
 
 def test_constituents_that_do_not_beat_the_target_are_left_out(tiny_llama, tmp_path: Path) -> None:
-    caps = [get_capability("uppercase"), get_capability("reverse")]
-    config = DistilConfig(screen=8)  # the tiny LLaMA answers neither: 0.0 on both
-    screen = screened(tiny_llama, caps, [0.5, 0.02], config)
-    assert screen == {"uppercase": {"adapter": 0.5, "target": 0.0, "kept": True},
-                      "reverse": {"adapter": 0.02, "target": 0.0, "kept": False}}  # fmt: skip
-    assert all(s["kept"] for s in screened(tiny_llama, caps, [0.0, 0.0], config).values()), "none gains"
-    unscreened = screened(tiny_llama, caps, [0.5, 0.0], DistilConfig(min_gain=None))
-    assert all(s["kept"] for s in unscreened.values())
+    caps = [get_capability("uppercase"), get_capability("reverse"), get_capability("uppercase")]
+    config = DistilConfig(screen=8)  # the tiny LLaMA answers none of them: 0.0 on each
+    budgets = [20, 20, 20]
+    screen = screen_constituents(tiny_llama, caps, [0.5, 0.02, 0.0], budgets, config)
+    assert [(s["capability"], s["target"], s["kept"]) for s in screen] == [
+        ("uppercase", 0.0, True), ("reverse", 0.0, False), ("uppercase", 0.0, False)]  # one entry per adapter
+    none = screen_constituents(tiny_llama, caps[:2], [0.0, 0.0], budgets[:2], config)
+    assert all(s["kept"] and s["none_gains"] for s in none)
+    off = DistilConfig(min_gain=None)
+    unscreened = screen_constituents(tiny_llama, caps[:2], [0.5, 0.0], budgets[:2], off)
+    assert all(s["kept"] and "target" not in s for s in unscreened)
     assert left_out_note(tmp_path) is None
-    (tmp_path / MERGE_FILE).write_text(json.dumps({"screen": screen}))
+    for entries, expected in [(unscreened, None), (screen, "left out of the merge"), (none, "all kept")]:
+        (tmp_path / MERGE_FILE).write_text(json.dumps({"screen": entries, "config": {"min_gain": 0.05}}))
+        note = left_out_note(tmp_path)
+        assert note == expected if expected is None else (note is not None and expected in note)
+    (tmp_path / MERGE_FILE).write_text(json.dumps({"screen": screen, "config": {"min_gain": 0.05}}))
     note = left_out_note(tmp_path)
-    assert note is not None and "reverse (adapter 0.02, target alone 0.00)" in note
-    assert "uppercase" not in note
+    assert note is not None and "reverse (adapter 0.02, target alone 0.00)" in note and "0.05 better" in note
+    assert "uppercase (adapter 0.50" not in note

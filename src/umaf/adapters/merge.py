@@ -7,12 +7,14 @@ Two ways, one function (:func:`merge_adapters`):
   answers them (sequence-level distillation: the teachers' greedy answers are the labels; the gold
   outputs only bound how many tokens an answer may take). Summing alone makes every adapter act on
   every input; the short fit removes the interference wherever the target's activations tell the
-  inputs apart (:func:`input_separability`). A constituent whose adapter answers its inputs no better
-  than the target alone is left out (its answers would teach the merge its errors) and named in
-  ``merge.json``. The merged rank is the sum of the kept adapters' ranks.
+  inputs apart (:func:`input_separability`). A constituent whose adapter answers its inputs (exact
+  match on the first ``DistilConfig.screen``) less than ``DistilConfig.min_gain`` better than the target
+  alone is left out, as its answers would teach the merge its errors. The merged rank is the sum of the
+  kept adapters' ranks.
 - PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``ties``, ``dare_linear`` (no training).
 
-The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituents, seconds).
+The result is a plain PEFT LoRA folder (with ``merge.json``: method, constituents, seconds and, for
+``distil``, what the screen measured of each constituent; :func:`left_out_note` says it in one line).
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ class DistilConfig:
     on the validation split of the fusion bench, before constituents were balanced). A constituent with
     fewer is repeated to the size of the largest, so each capability weighs the same."""
     min_gain: float | None = 0.05
-    """A constituent whose adapter's exact-match accuracy on its first ``screen`` distilled inputs exceeds
-    the target's own by less than this is left out (unless none reaches it); None keeps every one."""
+    """A constituent whose adapter's exact-match accuracy on the first ``screen`` train inputs exceeds the
+    target's own by less than this is left out (unless none reaches it); None keeps every one."""
     screen: int = 128
-    """Inputs per constituent on which the adapter's gain over the target is measured."""
+    """Train inputs per constituent (at most ``inputs``) on which the adapter's gain over the target is
+    measured."""
     seed: int = 0
     """Seed of the example order."""
 
@@ -227,50 +230,57 @@ def _write_lora(config: dict, tensors: dict[str, torch.Tensor], folder: Path) ->
 
 
 def teacher_answers(
-    target: LoadedModel, adapter: str | Path | None, capability: Capability, n: int, screen: int
+    target: LoadedModel, adapter: str | Path | None, capability: Capability, n: int, screen: int, budget: int
 ) -> tuple[list[tuple[str, str]], float]:
     """``(prompt, answer)`` for the first ``n`` train-split inputs of ``capability``, answered greedily by
-    ``target`` with ``adapter`` (None: the target alone; an empty answer is dropped: there is nothing to
-    distil), and the exact-match accuracy of the answers to the first ``screen`` of them."""
+    ``target`` with ``adapter`` (None: the target alone) in at most ``budget`` new tokens (an empty answer
+    is dropped: there is nothing to distil), and the exact-match accuracy of the first ``screen`` answers
+    (empty ones count as wrong)."""
     from umaf.answers import generate_answers
     from umaf.evaluation import adapted
 
     examples = capability.split("train")[:n]
-    if not examples:
-        raise UmafError(f"capability {capability.name!r} has no train-split inputs to distil")
-    longest = max(len(ids) for ids in texts_ids(target.tokenizer, [ex.target() for ex in examples]))
     prompts = [ex.prompt() for ex in examples]
     with adapted(target, adapter) as model:
-        answers = generate_answers(model, prompts, max_new_tokens=longest + 1)
+        answers = generate_answers(model, prompts, max_new_tokens=budget)
     accuracy = float(capability.accuracy(answers[:screen], examples[:screen]))
     return [(p, a) for p, a in zip(prompts, answers, strict=True) if a], accuracy
 
 
-def screened(
-    target: LoadedModel, capabilities: Sequence[Capability], accuracies: Sequence[float], config: DistilConfig
-) -> dict[str, dict[str, Any]]:
-    """Per constituent: its adapter's and the target's accuracy on the first ``config.screen`` inputs and
-    whether it is kept (gain >= ``config.min_gain``; every one when none is, or when ``min_gain`` is None)."""
+def answer_budget(target: LoadedModel, capability: Capability, n: int) -> int:
+    """New tokens an answer to the first ``n`` train-split inputs may take: one past the longest gold one,
+    so a model that does not stop is never right."""
+    examples = capability.split("train")[:n]
+    if not examples:
+        raise UmafError(f"capability {capability.name!r} has no train-split inputs to distil")
+    return max(len(ids) for ids in texts_ids(target.tokenizer, [ex.target() for ex in examples])) + 1
+
+
+def screen_constituents(
+    target: LoadedModel,
+    capabilities: Sequence[Capability],
+    accuracies: Sequence[float],
+    budgets: Sequence[int],
+    config: DistilConfig,
+) -> list[dict[str, Any]]:
+    """Per constituent (in order): its capability, its adapter's accuracy on the first ``config.screen``
+    distilled inputs (``accuracies``), the target's own on the same inputs with the same ``budgets``, and
+    whether it is kept (gain >= ``config.min_gain``). When none reaches it, every one is kept and marked
+    ``"none_gains"``; with ``min_gain`` None every one is kept unmeasured."""
     if config.min_gain is None:
-        return {c.name: {"adapter": round(a, 4), "kept": True} for c, a in zip(capabilities, accuracies,
-                                                                             strict=True)}
-    base = [teacher_answers(target, None, c, config.screen, config.screen)[1] for c in capabilities]
-    gains = [a - b >= config.min_gain for a, b in zip(accuracies, base, strict=True)]
-    keep = gains if any(gains) else [True] * len(gains)
-    return {c.name: {"adapter": round(a, 4), "target": round(b, 4), "kept": k}
-            for c, a, b, k in zip(capabilities, accuracies, base, keep, strict=True)}  # fmt: skip
-
-
-def left_out_note(folder: str | Path) -> str | None:
-    """One line naming the constituents a ``distil`` merge in ``folder`` left out (None if none were)."""
-    path = Path(folder) / MERGE_FILE
-    screen = json.loads(path.read_text()).get("screen", {}) if path.is_file() else {}
-    out = [f"{name} (adapter {s['adapter']:.2f}, target alone {s['target']:.2f})"
-           for name, s in screen.items() if not s["kept"]]  # fmt: skip
-    if not out:
-        return None
-    return ("left out of the merge, as their adapters answer their inputs no better than the target alone: "
-            + ", ".join(out))
+        return [{"capability": c.name, "adapter": round(a, 4), "kept": True}
+                for c, a in zip(capabilities, accuracies, strict=True)]  # fmt: skip
+    n = min(config.screen, config.inputs)
+    alone = [teacher_answers(target, None, c, n, n, budget)[1]
+             for c, budget in zip(capabilities, budgets, strict=True)]  # fmt: skip
+    gains = [a - b >= config.min_gain for a, b in zip(accuracies, alone, strict=True)]
+    entries = [{"capability": c.name, "adapter": round(a, 4), "target": round(b, 4),
+                "kept": gain or not any(gains)}
+               for c, a, b, gain in zip(capabilities, accuracies, alone, gains, strict=True)]  # fmt: skip
+    if not any(gains):
+        for entry in entries:
+            entry["none_gains"] = True
+    return entries
 
 
 def balanced(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str]]:
@@ -278,6 +288,24 @@ def balanced(groups: Sequence[Sequence[tuple[str, str]]]) -> list[tuple[str, str
     constituent weighs the same in the distillation, whatever the size of its train split."""
     most = max((len(rows) for rows in groups), default=0)
     return [rows[i % len(rows)] for rows in groups if rows for i in range(most)]
+
+
+def left_out_note(folder: str | Path) -> str | None:
+    """One line on what the screen of a ``distil`` merge in ``folder`` found: the constituents it left
+    out, or that no adapter gains on its inputs (all were kept); None when every one passed or none was
+    screened."""
+    path = Path(folder) / MERGE_FILE
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    screen = [s for s in meta.get("screen", []) if "target" in s]
+    gain = meta.get("config", {}).get("min_gain")
+    scores = ", ".join(f"{s['capability']} (adapter {s['adapter']:.2f}, target alone {s['target']:.2f})"
+                       for s in screen if not s["kept"] or s.get("none_gains"))  # fmt: skip
+    if not scores:
+        return None
+    if any(s.get("none_gains") for s in screen):
+        return f"no adapter answers its inputs {gain} better than the target alone, all kept: {scores}"
+    return ("left out of the merge, as their adapters answer their inputs less than "
+            f"{gain} better than the target alone: {scores}")
 
 
 def _distil(
@@ -294,16 +322,18 @@ def _distil(
     from umaf.evaluation import adapted
 
     concatenated(adapters, weights)  # refuses adapters that are not plain LoRAs, before any answering
-    answered = [teacher_answers(target, a, c, config.inputs, config.screen) for a, c in
-                tqdm(list(zip(adapters, capabilities, strict=True)), desc="teacher answers", leave=False,
-                     disable=not progress)]  # fmt: skip
-    screen = screened(target, capabilities, [acc for _, acc in answered], config)
-    kept = [i for i, c in enumerate(capabilities) if screen[c.name]["kept"]]
+    budgets = [answer_budget(target, c, config.inputs) for c in capabilities]
+    answered = [teacher_answers(target, a, c, config.inputs, config.screen, budget) for a, c, budget in
+                tqdm(list(zip(adapters, capabilities, budgets, strict=True)), desc="teacher answers",
+                     leave=False, disable=not progress)]  # fmt: skip
+    screen = screen_constituents(target, capabilities, [acc for _, acc in answered], budgets, config)
+    kept = [i for i, entry in enumerate(screen) if entry["kept"]]
     lora, tensors = concatenated([adapters[i] for i in kept], [weights[i] for i in kept])
-    pairs = [answered[i][0] for i in kept]
-    rows = balanced(pairs)
+    for i in kept:
+        screen[i]["n_distilled"] = len(answered[i][0])
+    rows = balanced([answered[i][0] for i in kept])
     if not rows:
-        raise UmafError("no constituent adapter answers any of its inputs; there is nothing to merge")
+        raise UmafError("no kept constituent adapter answers any of its inputs; there is nothing to merge")
     prompts, answers = [p for p, _ in rows], [f" {a}" for _, a in rows]
     items = encode_examples(target.tokenizer, target.info.kind, prompts, answers)
     _write_lora(lora, tensors, folder / "start")
@@ -321,7 +351,6 @@ def _distil(
     (folder / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
     shutil.rmtree(folder / "start")
     return {
-        "n_distilled": {capabilities[i].name: len(rows) for i, rows in zip(kept, pairs, strict=True)},
         "screen": screen,
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "rank": lora["r"],

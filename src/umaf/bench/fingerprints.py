@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from umaf.bench.registry import SUITES, eval_limit
 from umaf.capabilities import get_capability, is_held_out, is_held_out_model_family, list_capabilities
 from umaf.capture import capture_activations
-from umaf.competence import has_lm_head, measure_competence
+from umaf.competence import QUALIFY, has_lm_head, measure_competence
 from umaf.errors import UmafError
 from umaf.extractor import CapabilityExtractor, default_extractor
 from umaf.extractor.fingerprinting import capture_channels, model_features
@@ -288,12 +288,16 @@ class CompetencePair:
         """Family and size: AUC compares trained and untrained models only within one group."""
         return f"{self.source.family}-{self.source.size}"
 
-    def auc_item(self, score: float, qualified: bool = True) -> tuple[str, str, float, bool] | None:
-        """This pair for :func:`within_group_auc`: positive when trained on the capability (and, with
-        ``qualified``, reaching :data:`umaf.competence.QUALIFY` on it), negative when not trained on it;
-        None for a trained pair that does not qualify (claimed but not learnt: neither)."""
+    def auc_item(self, score: float, qualified: str | None = "zoo") -> tuple[str, str, float, bool] | None:
+        """This pair for :func:`within_group_auc`: positive when trained on the capability (and reaching
+        :data:`umaf.competence.QUALIFY` on it: ``"zoo"``, the zoo's own eval with the capability's name
+        before each prompt; ``"plain"``, the plain prompts the fingerprint reads; None: every trained pair),
+        negative when not trained on it; None for a trained pair that does not qualify (claimed but not
+        learnt: neither)."""
         trained = self.capability in self.source.trained
-        if qualified and trained and self.capability not in self.source.qualified:
+        learnt = {"zoo": self.capability in self.source.qualified, "plain": self.accuracy >= QUALIFY,
+                  None: True}
+        if trained and not learnt[qualified]:
             return None
         return self.group, self.capability, score, trained
 
@@ -329,7 +333,7 @@ def competence_metrics(sources: Sequence[Source], readings: dict) -> dict[str, A
     pairs = competence_pairs(sources, readings)
     zoo = [p for p in pairs if p.source.family != REAL]
 
-    def auc(score: Callable[[CompetencePair], float], qualified: bool = True) -> float:
+    def auc(score: Callable[[CompetencePair], float], qualified: str | None = "zoo") -> float:
         items = [p.auc_item(score(p), qualified) for p in zoo]
         return within_group_auc([item for item in items if item is not None])
 
@@ -338,13 +342,16 @@ def competence_metrics(sources: Sequence[Source], readings: dict) -> dict[str, A
         "m2_spearman": _spearman([p.competence for p in pairs], [p.accuracy for p in pairs]),
         "m2_spearman_zoo": _spearman([p.competence for p in zoo], [p.accuracy for p in zoo]),
         "m2_auc": auc(lambda p: p.competence),
-        "m2_auc_all_trained": auc(lambda p: p.competence, qualified=False),
+        "m2_auc_all_trained": auc(lambda p: p.competence, qualified=None),
+        "m2_auc_plain": auc(lambda p: p.competence, qualified="plain"),
         "m2_head_spearman": _spearman([p.head for p in pairs], [p.accuracy for p in pairs]),
         "m2_head_auc": auc(lambda p: p.head),
         "m2_pairs": len(pairs),
         "m2_pairs_real": len(pairs) - len(zoo),
         "zoo_pairs_trained": sum(len(s.trained) for s in zoo_sources),
         "zoo_pairs_qualified": sum(len(s.qualified) for s in zoo_sources),
+        "zoo_pairs_qualified_plain": sum(p.accuracy >= QUALIFY for p in zoo
+                                         if p.capability in p.source.trained),
     }
     real = [s.name for s in sources if s.family == REAL and s.name in readings]
     out["m2_real_competence"] = {name: _competence_by_capability(readings[name]) for name in real}
