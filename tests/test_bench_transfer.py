@@ -16,6 +16,7 @@ from umaf.bench.transfer import (
     adapter_tag,
     aggregate,
     bench_transfer,
+    multitask_steps,
     nearest_training_capability,
     plan_transfer,
     random_fingerprint,
@@ -88,6 +89,19 @@ def test_aggregate_with_nothing_included() -> None:
     json.dumps(out)  # no NaN in the JSON
 
 
+def test_multitask_baseline_sees_as_many_examples_as_the_generator() -> None:
+    from types import SimpleNamespace
+
+    from umaf.generator import GeneratorConfig
+
+    recon_only = SimpleNamespace(config=GeneratorConfig(e2e_steps=0))
+    assert multitask_steps(recon_only, 20, 16) == 100  # the floor
+    assert multitask_steps(recon_only, 202, 16) == 404  # the per-capability rule
+    e2e = SimpleNamespace(config=GeneratorConfig(e2e_steps=1600, e2e_caps_per_step=8, e2e_examples_per_cap=3))
+    assert multitask_steps(e2e, 202, 16) == 2400  # 1600 * 8 * 3 examples in batches of 16
+    assert multitask_steps(e2e, 202, 7) == 5486  # rounded up
+
+
 def test_nearest_training_capability_skips_the_query_itself() -> None:
     def fp(*v: float) -> Fingerprint:
         vec = torch.zeros(FINGERPRINT_DIM)
@@ -133,7 +147,10 @@ class StandInGenerator:
     adapter it writes and the fingerprint it was given, so a test can measure them itself."""
 
     def __init__(self, oracles: dict[str, Path], fps: dict, keep: Path) -> None:
+        from umaf.generator import GeneratorConfig
+
         self.oracles, self.known, self.keep = oracles, fps, keep
+        self.config = GeneratorConfig()  # reconstruction only: the multi-task baseline gets the floor
         self.calls: list[tuple[str, Fingerprint]] = []
 
     def generate(self, fp: Fingerprint, generator: object, output: Path) -> Path:

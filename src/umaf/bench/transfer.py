@@ -8,7 +8,8 @@ Every capability of the plan is measured on its full eval split, in one run, as:
   held-out family); *in-sample* ones (MiniLM) are reported apart;
 - two baselines a generator has to beat: ``retrieval`` (the adapter of the training capability whose
   fingerprint, read from the same source, is nearest: what the generator learnt for the closest known
-  task) and ``multitask`` (one LoRA trained on the train splits of all the generator's capabilities);
+  task) and ``multitask`` (one LoRA trained on the train splits of all the generator's capabilities, on
+  at least as many examples as the generator saw end to end: :func:`multitask_steps`);
 - controls that can fail: ``wrong`` (the adapter of *another* capability's real fingerprint, scored on
   this one), ``untrained`` (fingerprints from sources that lack the capability: a randomly initialised
   model, and a zoo model of the same family and size not trained on it), and ``random`` (a random unit
@@ -22,6 +23,7 @@ training world), held-out instances of trained families, and held-out named capa
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -49,9 +51,17 @@ SEEN_CAPABILITIES: tuple[str, ...] = (
 HELDOUT_INSTANCES: tuple[str, ...] = ("add_k:10", "prefix:3", "suffix:2", "kth_letter:2")
 #: A randomly initialised model: a source that has no capability at all.
 RANDOM_INIT_SOURCE = ("gpt2", "xs", 1)
-#: The generator's multi-task baseline LoRA trains this many steps per 100 capabilities (at least one
-#: oracle's budget).
+#: The generator's multi-task baseline LoRA trains at least this many steps per 100 capabilities (at least
+#: one oracle's budget), and at least as many train examples as the generator's end-to-end phase saw.
 MULTITASK_STEPS_PER_100 = 200
+
+
+def multitask_steps(generator: Any, n_capabilities: int, batch_size: int) -> int:
+    """Steps of the multi-task baseline: :data:`MULTITASK_STEPS_PER_100` per 100 capabilities (100 at
+    least), raised so that it sees as many train examples as ``generator`` saw end to end (equal budget)."""
+    c = generator.config
+    e2e_examples = c.e2e_steps * c.e2e_caps_per_step * c.e2e_examples_per_cap
+    return max(100, MULTITASK_STEPS_PER_100 * n_capabilities // 100, math.ceil(e2e_examples / batch_size))
 
 
 def multitask_config(steps: int) -> dict[str, Any]:
@@ -350,14 +360,14 @@ def run_transfer(plan: TransferPlan, extractor: Any, generator: Any, generate: C
                  perplexity: bool = True, progress: bool = True) -> dict[str, Any]:
     """Measure every capability of ``plan`` (oracles and the multi-task LoRA are trained first where the
     cache lacks them)."""
-    from umaf.adapters.oracles import train_multitask
+    from umaf.adapters.oracles import default_config, train_multitask
     from umaf.models import load
 
     if any(is_held_out(c) for c in plan.world):
         raise UmafError("the generator's training world holds a held-out capability")
     fps = read_fingerprints(plan, extractor)
     loaded = load(plan.target)
-    steps = max(100, MULTITASK_STEPS_PER_100 * len(plan.world) // 100)
+    steps = multitask_steps(generator, len(plan.world), default_config(loaded.info).batch_size)
     multitask, multitask_seconds = train_multitask(loaded, plan.world, multitask_config(steps), progress)
     rows = []
     with tempfile.TemporaryDirectory(prefix="umaf-transfer-") as tmp:
@@ -389,4 +399,4 @@ def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = 
 
 
 __all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer",
-           "nearest_training_capability", "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
+           "multitask_steps", "nearest_training_capability", "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
