@@ -61,7 +61,7 @@ def tiny_models() -> dict:
     return {family: build_tiny(family, "xs", seed=0) for family in TINY_FAMILIES}
 
 
-@pytest.fixture(scope="session", params=["bert", "gpt2", "llama", "mixtral", "t5"])
+@pytest.fixture(scope="session", params=["bert", "gpt2", "llama", "mixtral", "phi", "qwen2", "t5"])
 def tiny(request: pytest.FixtureRequest, tiny_models: dict):
     """Each tiny family in turn (parametrized)."""
     return tiny_models[request.param]

@@ -94,10 +94,12 @@ def test_multitask_baseline_sees_as_many_examples_as_the_generator() -> None:
 
     from umaf.generator import GeneratorConfig
 
-    recon_only = SimpleNamespace(config=GeneratorConfig(e2e_steps=0))
+    recon_only = SimpleNamespace(training_report={"config": GeneratorConfig(e2e_steps=0).to_dict()})
     assert multitask_steps(recon_only, 20, 16) == 100  # the floor
     assert multitask_steps(recon_only, 202, 16) == 404  # the per-capability rule
-    e2e = SimpleNamespace(config=GeneratorConfig(e2e_steps=1600, e2e_caps_per_step=8, e2e_examples_per_cap=3))
+    assert multitask_steps(SimpleNamespace(training_report={}), 202, 16) == 404  # no report: the rule
+    trained = GeneratorConfig(e2e_steps=1600, e2e_caps_per_step=8, e2e_examples_per_cap=3).to_dict()
+    e2e = SimpleNamespace(training_report={"config": trained})
     assert multitask_steps(e2e, 202, 16) == 2400  # 1600 * 8 * 3 examples in batches of 16
     assert multitask_steps(e2e, 202, 7) == 5486  # rounded up
 
@@ -147,10 +149,8 @@ class StandInGenerator:
     adapter it writes and the fingerprint it was given, so a test can measure them itself."""
 
     def __init__(self, oracles: dict[str, Path], fps: dict, keep: Path) -> None:
-        from umaf.generator import GeneratorConfig
-
         self.oracles, self.known, self.keep = oracles, fps, keep
-        self.config = GeneratorConfig()  # reconstruction only: the multi-task baseline gets the floor
+        self.training_report: dict = {}  # no end-to-end phase: the multi-task baseline gets the floor
         self.calls: list[tuple[str, Fingerprint]] = []
 
     def generate(self, fp: Fingerprint, generator: object, output: Path) -> Path:

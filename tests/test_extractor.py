@@ -329,6 +329,6 @@ def test_model_features_keeps_the_activations(tiny_bert) -> None:
 
 def test_random_tiny_models_skip_held_out_families() -> None:
     models = train_module.random_tiny_models(2)
-    assert len(models) == 2 * 4 and not any(m.family in HELD_OUT_FAMILIES for m in models)
+    assert len(models) == 2 * 6 and not any(m.family in HELD_OUT_FAMILIES for m in models)
     loaded = train_module.load_model(models[0].name)
     assert loaded.info.family == models[0].family and models[0].group == f"tiny-{models[0].family}"

@@ -29,6 +29,8 @@ ARCHITECTURES = {
     "gpt2": ("GPT2LMHeadModel", "decoder"),
     "llama": ("LlamaForCausalLM", "decoder"),
     "mixtral": ("MixtralForCausalLM", "decoder"),
+    "phi": ("PhiForCausalLM", "decoder"),
+    "qwen2": ("Qwen2ForCausalLM", "decoder"),
     "t5": ("T5ForConditionalGeneration", "encoder-decoder"),
 }
 

@@ -120,7 +120,7 @@ def test_decoder_prompt_keeps_the_tokenizers_own_bos():
 # --------------------------------------------------------------------------------- training + answers
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "mixtral", "t5"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "mixtral", "phi", "qwen2", "t5"])
 def test_training_decreases_loss(family: str):
     loaded = build_tiny(family, "xs", seed=1)
     caps = [get_capability("first_letter"), get_capability("uppercase")]

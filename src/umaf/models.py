@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -39,10 +40,14 @@ from transformers import (
     LlamaForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     T5Config,
     T5ForConditionalGeneration,
 )
@@ -64,7 +69,7 @@ logger = logging.getLogger(__name__)
 CHAR_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]", "[CLS]", "[SEP]")
 
 #: Architectures :func:`build_tiny` can build.
-TINY_FAMILIES: tuple[str, ...] = ("bert", "gpt2", "llama", "mixtral", "t5")
+TINY_FAMILIES: tuple[str, ...] = ("bert", "gpt2", "llama", "mixtral", "phi", "qwen2", "t5")
 #: Tiny model sizes: name -> (number of blocks, hidden width). T5 gets that many blocks on each side.
 TINY_SIZES: dict[str, tuple[int, int]] = {"xs": (2, 32), "s": (3, 64), "m": (4, 96)}
 _TINY_HEADS = 4
@@ -311,6 +316,12 @@ def _tiny_config(family: str, n_layers: int, width: int, tok: PreTrainedTokenize
         if family == "llama":
             return LlamaConfig(**shared)
         return MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **shared)
+    decoder = dict(vocab_size=vocab, hidden_size=width, intermediate_size=ffn, num_hidden_layers=n_layers,
+                   num_attention_heads=heads, max_position_embeddings=_TINY_MAX_POSITIONS, **ids)
+    if family == "qwen2":  # grouped-query attention (2 key-value heads), biased q/k/v, tied embeddings
+        return Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True, **decoder)
+    if family == "phi":  # parallel attention and MLP from one LayerNorm, partial rotary, GELU MLP
+        return PhiConfig(partial_rotary_factor=0.5, **decoder)
     if family == "t5":
         return T5Config(vocab_size=vocab, d_model=width, d_kv=width // heads, d_ff=ffn, num_layers=n_layers,
                         num_decoder_layers=n_layers, num_heads=heads,
@@ -323,6 +334,8 @@ _TINY_CLASSES: dict[str, type[PreTrainedModel]] = {
     "gpt2": GPT2LMHeadModel,
     "llama": LlamaForCausalLM,
     "mixtral": MixtralForCausalLM,
+    "phi": PhiForCausalLM,
+    "qwen2": Qwen2ForCausalLM,
     "t5": T5ForConditionalGeneration,
 }
 
@@ -434,10 +447,25 @@ def _load_folder(
     try:
         model = _auto_class(config).from_pretrained(source, config=config, dtype=dtype, use_safetensors=True,
                                                     **opts)
-        tokenizer = AutoTokenizer.from_pretrained(source, **opts)
+        tokenizer = _load_tokenizer(source, opts)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UmafError(f"cannot load model {source}: {_first_line(exc)}") from None
     return model, tokenizer
+
+
+#: ``tokenizer_class`` values of a folder whose tokenizer is exactly its tokenizer.json pipeline.
+_GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _load_tokenizer(source: str | Path, opts: dict[str, Any]) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer. A generic one (see :data:`_GENERIC_TOKENIZERS`, e.g. the tiny models' char
+    tokenizer) is read as it was saved: AutoTokenizer would rebuild it as the model type's own class
+    (Qwen2's drops the spaces of a char-level pipeline)."""
+    config_file = Path(source) / "tokenizer_config.json"
+    if (config_file.is_file() and (Path(source) / "tokenizer.json").is_file()
+            and json.loads(config_file.read_text()).get("tokenizer_class") in _GENERIC_TOKENIZERS):
+        return PreTrainedTokenizerFast.from_pretrained(source, **opts)
+    return AutoTokenizer.from_pretrained(source, **opts)
 
 
 def _looks_like_path(name: str) -> bool:

@@ -58,9 +58,11 @@ MULTITASK_STEPS_PER_100 = 200
 
 def multitask_steps(generator: Any, n_capabilities: int, batch_size: int) -> int:
     """Steps of the multi-task baseline: :data:`MULTITASK_STEPS_PER_100` per 100 capabilities (100 at
-    least), raised so that it sees as many train examples as ``generator`` saw end to end (equal budget)."""
-    c = generator.config
-    e2e_examples = c.e2e_steps * c.e2e_caps_per_step * c.e2e_examples_per_cap
+    least), raised so that it sees as many train examples as ``generator`` saw end to end (equal budget;
+    read from its training report, as a saved generator keeps only its architecture in its config)."""
+    trained = generator.training_report.get("config", {})
+    e2e_examples = (trained.get("e2e_steps", 0) * trained.get("e2e_caps_per_step", 0)
+                    * trained.get("e2e_examples_per_cap", 0))
     return max(100, MULTITASK_STEPS_PER_100 * n_capabilities // 100, math.ceil(e2e_examples / batch_size))
 
 
@@ -398,5 +400,5 @@ def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = 
     return run_transfer(plan, default_extractor(), generator, generate_adapter)
 
 
-__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer",
-           "multitask_steps", "nearest_training_capability", "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]
+__all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer", "multitask_steps",
+           "nearest_training_capability", "plan_transfer", "random_fingerprint", "recovery", "run_transfer"]

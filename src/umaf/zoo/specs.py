@@ -19,6 +19,8 @@ FULL_SIZES: dict[str, tuple[str, ...]] = {
     "gpt2": ("xs", "s", "m"),
     "llama": ("xs", "s", "m"),
     "mixtral": ("xs",),
+    "phi": ("xs",),
+    "qwen2": ("xs",),
     "t5": ("xs",),
 }
 
