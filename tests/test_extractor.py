@@ -23,7 +23,7 @@ from umaf.extractor import (
 )
 from umaf.extractor import fingerprinting as fingerprinting_module
 from umaf.extractor import train as train_module
-from umaf.extractor.processor import prompt_of
+from umaf.extractor.processor import pool_features, prompt_of
 from umaf.fingerprint import REQUIRED_META, Fingerprint
 from umaf.models import build_tiny
 
@@ -125,6 +125,26 @@ def test_padding_mask_matches_unpadded() -> None:
         assert torch.allclose(extractor(padded, mask), extractor(feats), atol=1e-5)
 
 
+def test_untrained_extractor_is_the_projected_raw_baseline() -> None:
+    feats = torch.randn(4, SMALL.depth_bins, 9, WIDTH)
+    extractor = small_extractor()
+    expected = torch.nn.functional.normalize(pool_features(feats) @ extractor.raw_projection.T, dim=-1)
+    assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
+    with torch.no_grad():  # a trained head moves the fingerprint away from the baseline
+        extractor.head[-1].weight.normal_()
+    trained = extractor.encode(feats)
+    assert not torch.allclose(trained, expected, atol=1e-3)
+    before = extractor.extractor_hash
+    extractor.config.correction = 1.0  # the share of the network's correction a fingerprint keeps
+    assert not torch.allclose(extractor.encode(feats), trained, atol=1e-3)
+    assert extractor.extractor_hash != before  # fingerprints differ, so downstream components must tell
+    extractor.config.correction = 0.0
+    assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
+    plain = CapabilityExtractor(dataclasses.replace(SMALL, raw_skip=0.0))
+    assert "raw_projection" not in plain.state_dict()
+    assert plain.encode(feats).shape == (4, 512)
+
+
 def test_extractor_rejects_features_of_another_shape() -> None:
     with pytest.raises(UmafError, match="this extractor expects"):
         small_extractor().encode(torch.randn(8, 5, 64))
@@ -142,6 +162,17 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert small_extractor(seed=1).extractor_hash != extractor.extractor_hash
     with pytest.raises(UmafError, match="exists"):
         extractor.save_pretrained(tmp_path / "ext")
+
+
+def test_a_folder_written_before_the_untrained_path_loads_without_it(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = CapabilityExtractor(dataclasses.replace(SMALL, raw_skip=0.0))
+    folder = old.save_pretrained(tmp_path / "ext")
+    doc = json.loads((folder / "config.json").read_text())
+    del doc["config"]["raw_skip"]
+    (folder / "config.json").write_text(json.dumps(doc))
+    back = CapabilityExtractor.from_pretrained(folder)
+    assert back.config.raw_skip == 0.0 and back.extractor_hash == old.extractor_hash
 
 
 def test_from_pretrained_rejects_bad_folders(tmp_path: Path) -> None:

@@ -3,12 +3,17 @@
 Each probe is one token (its ``[depth_bins * channels * anchors]`` relative features, linearly
 embedded); a learned CLS token joins them; a pre-norm transformer encoder mixes them (no positional
 encoding: a probe set is a set, so the fingerprint does not depend on probe order); a 2-layer MLP on the
-CLS output gives the fingerprint, L2-normalised. A linear competence head maps a fingerprint to a score
-in [0, 1]; it is only a training auxiliary (fingerprints record the competence that
-:mod:`umaf.competence` reads from the model itself).
-"""
+CLS output is added to an untrained path (the probes' mean features, z-scored, under a fixed random
+projection: the relative-representation baseline, near-isometric for cosine) and the sum is
+L2-normalised. The head's last layer starts at zero, so an untrained extractor is exactly that baseline
+and training learns a correction to it; when fingerprinting only ``correction`` of it is kept, so what
+the processor's features carry about a model or a capability the training never saw is not overwritten.
+A linear competence head maps a fingerprint to a score in [0, 1]; it is only a training auxiliary
+(fingerprints record the competence that :mod:`umaf.competence` reads from the model itself)."""
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +49,26 @@ class CapabilityExtractor(TrainedComponent):
             nn.Linear(config.head_hidden, config.fp_dim),
         )
         self.competence_head = nn.Linear(config.fp_dim, 1)
+        if config.raw_skip > 0:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+            gen = torch.Generator().manual_seed(0)
+            # Gaussian projection: cosines of the pooled features survive it up to ~1/sqrt(fp_dim).
+            projection = torch.randn(config.fp_dim, config.token_dim, generator=gen)  # [fp_dim, token_dim]
+            self.register_buffer("raw_projection", projection / config.token_dim**0.5)
+
+    def untrained_path(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The relative-representation baseline, ``features [B, depth_bins, probes, channels * anchors]`` ->
+        unit vectors ``[B, fp_dim]``: the probes' mean (``mask [B, probes]`` marks real ones), z-scored
+        as :func:`umaf.extractor.processor.pool_features` does, then projected."""
+        if mask is None:
+            pooled = features.mean(dim=2)  # [B, depth_bins, A]
+        else:
+            weights = mask.to(features.dtype)[:, None, :, None]  # [B, 1, P, 1]
+            pooled = (features * weights).sum(2) / weights.sum(2).clamp_min(1.0)
+        pooled = pooled.flatten(1)  # [B, token_dim]
+        pooled = (pooled - pooled.mean(-1, keepdim=True)) / pooled.std(-1, keepdim=True).clamp_min(1e-6)
+        return nn.functional.normalize(pooled @ self.raw_projection.T, dim=-1)  # [B, fp_dim]
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """``features [B, depth_bins, probes, channels * anchors]`` -> unit fingerprints ``[B, fp_dim]``.
@@ -62,7 +87,11 @@ class CapabilityExtractor(TrainedComponent):
         if mask is not None:
             pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask.bool()], dim=1)
         x = self.encoder(x, src_key_padding_mask=pad)  # [B, 1 + P, d_model]
-        return nn.functional.normalize(self.head(x[:, 0]), dim=-1)  # [B, fp_dim]
+        out = self.head(x[:, 0])  # [B, fp_dim]
+        if self.config.raw_skip > 0:
+            share = 1.0 if self.training else self.config.correction
+            out = share * out + self.config.raw_skip * self.untrained_path(features, mask)
+        return nn.functional.normalize(out, dim=-1)  # [B, fp_dim]
 
     def competence(self, fingerprints: Tensor) -> Tensor:
         """Head score in [0, 1] for ``fingerprints [B, fp_dim]`` -> ``[B]``.
@@ -87,5 +116,10 @@ class CapabilityExtractor(TrainedComponent):
 
     @property
     def extractor_hash(self) -> str:
-        """Identifies the exact extractor: :attr:`weights_hash` (independent of the storage dtype)."""
-        return self.weights_hash
+        """Identifies the exact extractor: :attr:`weights_hash` (independent of the storage dtype), with the
+        untrained path's weight and the correction's share when there is that path (they change what
+        the weights give)."""
+        if self.config.raw_skip == 0:
+            return self.weights_hash
+        key = f"{self.weights_hash}:{self.config.raw_skip}:{self.config.correction}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
