@@ -22,6 +22,7 @@ from umaf.generator import (
     svd_factors,
     target_module_specs,
 )
+from umaf.generator import data as generator_data
 from umaf.generator.data import low_rank_factors
 from umaf.models import build_tiny
 
@@ -460,3 +461,19 @@ def test_relative_errors_match_the_dense_computation() -> None:
     dense = (b @ a - tb[labels] @ ta[labels]).square().sum((-1, -2))
     expected = dense / torch.stack([sq[0], sq[1], sq[:2].mean(0)])
     assert torch.allclose(errors, expected, rtol=1e-4)
+
+
+def test_default_sources_of_the_quick_zoo_ignore_a_full_zoo(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import umaf.zoo
+
+    def zoo(quick: bool = False) -> list[SimpleNamespace]:
+        names = [("q-gpt2-xs-a", "gpt2"), ("q-t5-xs-a", "t5")] if quick else [("llama-m-a", "llama")]
+        return [SimpleNamespace(model_id=f"zoo:{n}", family=f) for n, f in names]
+
+    monkeypatch.setattr(umaf.zoo, "list_zoo", zoo)
+    assert generator_data.default_sources("smollm2") == (["zoo:llama-m-a", "minilm"], [])
+    assert generator_data.default_sources("smollm2", quick=True) == (
+        ["zoo:q-gpt2-xs-a", "minilm"], ["zoo:q-t5-xs-a"]
+    )

@@ -74,8 +74,11 @@ def _train_oracles() -> None:
 
 def _train_generator() -> None:
     from umaf.generator import train_generator
+    from umaf.generator.data import default_sources
 
-    train_generator(TARGET)
+    # The quick zoo's sources whatever else the cache holds, so a resumed build ships the same generator.
+    sources, val_sources = default_sources(TARGET, quick=True)
+    train_generator(TARGET, sources=sources, val_sources=val_sources)
 
 
 def _full_zoo_done() -> bool:
