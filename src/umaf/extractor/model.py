@@ -52,10 +52,12 @@ class CapabilityExtractor(TrainedComponent):
         if config.raw_skip > 0:
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+            # Gaussian projection: cosines of the pooled features survive it up to ~1/sqrt(fp_dim). It is
+            # made from a fixed seed, not stored; half-precision values, so storage dtypes never change it
+            # (its scale does not matter: the path is normalised).
             gen = torch.Generator().manual_seed(0)
-            # Gaussian projection: cosines of the pooled features survive it up to ~1/sqrt(fp_dim).
-            projection = torch.randn(config.fp_dim, config.token_dim, generator=gen)  # [fp_dim, token_dim]
-            self.register_buffer("raw_projection", projection / config.token_dim**0.5)
+            projection = torch.randn(config.fp_dim, config.token_dim, generator=gen).half().float()
+            self.register_buffer("raw_projection", projection, persistent=False)  # [fp_dim, token_dim]
 
     def untrained_path(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """The relative-representation baseline, ``features [B, depth_bins, probes, channels * anchors]`` ->
