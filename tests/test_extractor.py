@@ -200,6 +200,10 @@ def test_config_validation_names_the_field() -> None:
         ExtractorConfig(activation_norm="bogus")
     with pytest.raises(UmafError, match="divisible"):
         ExtractorConfig(d_model=30, n_heads=8)
+    with pytest.raises(UmafError, match="raw_skip"):
+        ExtractorConfig(raw_skip=-1.0)
+    with pytest.raises(UmafError, match="correction"):
+        ExtractorConfig(correction=1.5)
 
 
 # ---------------------------------------------------------------------------------------- fingerprint()
