@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from umaf.components import TrainedComponent
 from umaf.errors import UmafError
 from umaf.extractor.config import ExtractorConfig
+from umaf.extractor.processor import pool_features
 
 
 class CapabilityExtractor(TrainedComponent):
@@ -61,15 +62,9 @@ class CapabilityExtractor(TrainedComponent):
 
     def untrained_path(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """The relative-representation baseline, ``features [B, depth_bins, probes, channels * anchors]`` ->
-        unit vectors ``[B, fp_dim]``: the probes' mean (``mask [B, probes]`` marks real ones), z-scored
-        as :func:`umaf.extractor.processor.pool_features` does, then projected."""
-        if mask is None:
-            pooled = features.mean(dim=2)  # [B, depth_bins, A]
-        else:
-            weights = mask.to(features.dtype)[:, None, :, None]  # [B, 1, P, 1]
-            pooled = (features * weights).sum(2) / weights.sum(2).clamp_min(1.0)
-        pooled = pooled.flatten(1)  # [B, token_dim]
-        pooled = (pooled - pooled.mean(-1, keepdim=True)) / pooled.std(-1, keepdim=True).clamp_min(1e-6)
+        unit vectors ``[B, fp_dim]``: :func:`umaf.extractor.processor.pool_features` (``mask [B, probes]``
+        marks real probes), projected."""
+        pooled = pool_features(features, mask)  # [B, token_dim]
         return nn.functional.normalize(pooled @ self.raw_projection.T, dim=-1)  # [B, fp_dim]
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:

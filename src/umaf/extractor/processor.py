@@ -187,10 +187,16 @@ def process(
     return ProcessedFeatures(features.contiguous(), (weights @ separation).contiguous())
 
 
-def pool_features(features: Tensor) -> Tensor:
+def pool_features(features: Tensor, mask: Tensor | None = None) -> Tensor:
     """The untrained baseline of a fingerprint: processed ``features [..., depth_bins, probes, A]`` averaged
-    over the probes, flattened and z-scored -> ``[..., depth_bins * A]`` (cosine then compares profiles,
-    not offsets)."""
-    pooled = features.float().mean(dim=-2).flatten(-2)  # [..., depth_bins * A]
+    over the probes (``mask [..., probes]``: True for real ones), flattened and z-scored ->
+    ``[..., depth_bins * A]`` (cosine then compares profiles, not offsets)."""
+    features = features.float()
+    if mask is None:
+        pooled = features.mean(dim=-2)  # [..., depth_bins, A]
+    else:
+        weights = mask.to(features.dtype)[..., None, :, None]  # [..., 1, probes, 1]
+        pooled = (features * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+    pooled = pooled.flatten(-2)  # [..., depth_bins * A]
     return (pooled - pooled.mean(-1, keepdim=True)) / pooled.std(-1, keepdim=True).clamp_min(1e-6)
 
