@@ -463,17 +463,22 @@ def test_relative_errors_match_the_dense_computation() -> None:
     assert torch.allclose(errors, expected, rtol=1e-4)
 
 
-def test_default_sources_of_the_quick_zoo_ignore_a_full_zoo(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_sources_prefer_the_full_zoo_and_hold_apart_validation_families(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from types import SimpleNamespace
 
     import umaf.zoo
 
+    full = [("llama-m-a", "llama"), ("smollm2", "llama"), ("mixtral-xs-a", "mixtral"), ("t5-xs-a", "t5")]
+    built = {True: [("q-gpt2-xs-a", "gpt2"), ("q-t5-xs-a", "t5")], False: full}
+
     def zoo(quick: bool = False) -> list[SimpleNamespace]:
-        names = [("q-gpt2-xs-a", "gpt2"), ("q-t5-xs-a", "t5")] if quick else [("llama-m-a", "llama")]
-        return [SimpleNamespace(model_id=f"zoo:{n}", family=f) for n, f in names]
+        return [SimpleNamespace(model_id=f"zoo:{n}", family=f) for n, f in built[quick]]
 
     monkeypatch.setattr(umaf.zoo, "list_zoo", zoo)
-    assert generator_data.default_sources("smollm2") == (["zoo:llama-m-a", "minilm"], [])
-    assert generator_data.default_sources("smollm2", quick=True) == (
-        ["zoo:q-gpt2-xs-a", "minilm"], ["zoo:q-t5-xs-a"]
+    assert generator_data.default_sources("zoo:smollm2") == (
+        ["zoo:llama-m-a", "minilm"], ["zoo:mixtral-xs-a", "zoo:t5-xs-a"]
     )
+    built[False] = []  # no full zoo: the quick one
+    assert generator_data.default_sources("smollm2") == (["zoo:q-gpt2-xs-a", "minilm"], ["zoo:q-t5-xs-a"])

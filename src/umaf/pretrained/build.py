@@ -3,8 +3,9 @@
 The build runs in a fixed order, each part into the cache and skipped when it is already there, so an
 interrupted build resumes where it stopped: the quick zoo, the extractor (stored in half precision
 *before* anything downstream reads it, so the generator, gate and interpolator record the hash of the
-weights that ship), SmolLM2's demo oracles and generator, the full zoo's GPT-2 and LLaMA families, the
-size interpolator and the fusion gate. :func:`ship` then copies them into the package.
+weights that ship), SmolLM2's demo oracles, the full zoo (every family: the generator's sources, the
+interpolator's sizes), SmolLM2's generator, the size interpolator and the fusion gate. :func:`ship`
+then copies them into the package.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ TARGET = "smollm2"
 LIBRARY: tuple[str, ...] = ("plural", "past_tense", "antonym", "uppercase", "sentiment")
 #: Oracles whose LoRAs ship (the capabilities the demo evaluates).
 SHIPPED_ORACLES: tuple[str, ...] = ("plural", "past_tense")
-#: Full-zoo families the interpolator (several sizes) and the gate (its reference model) train on.
-FULL_ZOO_FAMILIES: tuple[str, ...] = ("gpt2", "llama")
 #: The reference fingerprint that guards the shipped extractor against drift in capture or dependencies.
 REFERENCE_MODEL, REFERENCE_CAPABILITY = "zoo:q-gpt2-xs-b", "plural"
 #: Storage precision of the shipped networks.
@@ -74,23 +73,20 @@ def _train_oracles() -> None:
 
 def _train_generator() -> None:
     from umaf.generator import train_generator
-    from umaf.generator.data import default_sources
 
-    # The quick zoo's sources whatever else the cache holds, so a resumed build ships the same generator.
-    sources, val_sources = default_sources(TARGET, quick=True)
-    train_generator(TARGET, sources=sources, val_sources=val_sources)
+    train_generator(TARGET)  # on the full zoo's sources, built by the part before
 
 
 def _full_zoo_done() -> bool:
     from umaf.zoo import is_built, zoo_specs
 
-    return all(is_built(s) for s in zoo_specs(families=list(FULL_ZOO_FAMILIES)))
+    return all(is_built(s) for s in zoo_specs())
 
 
 def _build_full_zoo() -> None:
     from umaf.zoo import build_zoo
 
-    build_zoo(families=list(FULL_ZOO_FAMILIES))
+    build_zoo()
 
 
 def _quick_zoo_done() -> bool:
@@ -124,8 +120,8 @@ def parts() -> list[Part]:
         Part("quick zoo", _quick_zoo_done, _build_quick_zoo),
         Part("extractor", _extractor_done, _train_extractor),
         Part(f"oracles {TARGET}", _oracles_done, _train_oracles),
+        Part("full zoo", _full_zoo_done, _build_full_zoo),
         Part(f"generator {TARGET}", trained(pretrained.generator_path(TARGET)), _train_generator),
-        Part("full zoo (gpt2, llama)", _full_zoo_done, _build_full_zoo),
         Part("interpolator", trained(pretrained.INTERPOLATOR), _train_interpolator),
         Part("fusion gate", trained(pretrained.GATE), _train_gate),
     ]
