@@ -463,7 +463,7 @@ def test_relative_errors_match_the_dense_computation() -> None:
     assert torch.allclose(errors, expected, rtol=1e-4)
 
 
-def test_default_sources_prefer_the_full_zoo_and_hold_apart_validation_families(
+def test_default_sources_read_every_built_zoo_model_and_hold_apart_validation_families(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from types import SimpleNamespace
@@ -478,7 +478,7 @@ def test_default_sources_prefer_the_full_zoo_and_hold_apart_validation_families(
 
     monkeypatch.setattr(umaf.zoo, "list_zoo", zoo)
     assert generator_data.default_sources("zoo:smollm2") == (
-        ["zoo:llama-m-a", "minilm"], ["zoo:mixtral-xs-a", "zoo:t5-xs-a"]
+        ["zoo:llama-m-a", "zoo:q-gpt2-xs-a", "minilm"], ["zoo:mixtral-xs-a", "zoo:t5-xs-a", "zoo:q-t5-xs-a"]
     )
     built[False] = []  # no full zoo: the quick one
     assert generator_data.default_sources("smollm2") == (["zoo:q-gpt2-xs-a", "minilm"], ["zoo:q-t5-xs-a"])

@@ -85,8 +85,8 @@ class GeneratorConfig:
     val_sources: tuple[str, ...] | None = field(
         default=None,
         metadata={
-            "help": "Source models held apart for validation (default: one zoo model per held-out "
-            "family and one training-family model)."
+            "help": "Source models held apart for validation (default: the built zoo models of the "
+            "held-out family and of the validation families, Mixtral)."
         },
     )
     min_gain: float = field(

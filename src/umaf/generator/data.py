@@ -266,14 +266,14 @@ def fingerprint_set(
 def default_sources(target: str) -> tuple[list[str], list[str]]:
     """(training sources, validation sources) for ``target`` when the config names none.
 
-    Training: zoo models (the full zoo, else the quick one) of non-held-out families other than
+    Training: the zoo models built (full and quick zoo) of non-held-out families other than
     :data:`VAL_FAMILIES`, except the target itself, plus :data:`REAL_SOURCES`.
     Validation: zoo models of held-out families and of :data:`VAL_FAMILIES` (unseen architectures for
     the generator).
     """
     from umaf.zoo import list_zoo
 
-    zoo = list_zoo() or list_zoo(quick=True)
+    zoo = list_zoo() + list_zoo(quick=True)
     entries = [e for e in zoo if e.model_id != target]
     apart = [is_held_out_model_family(e.family) or e.family in VAL_FAMILIES for e in entries]
     train = [e.model_id for e, held in zip(entries, apart, strict=True) if not held]
