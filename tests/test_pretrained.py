@@ -115,3 +115,32 @@ def test_ship_refuses_a_folder_it_cannot_write_before_any_training(monkeypatch, 
     monkeypatch.setattr("os.access", lambda path, mode: False)
     with pytest.raises(UmafError, match="editable install"):
         build.train_all(ship_to=tmp_path / "components")
+
+
+def _write_safetensors(path, tensors, metadata, reverse_metadata=False):
+    """A safetensors file whose metadata keys are written in the given (or the reverse) order."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    meta = header.pop("__metadata__")
+    keys = sorted(meta, reverse=reverse_metadata)
+    text = json.dumps({"__metadata__": {k: meta[k] for k in keys}, **header}).encode()
+    text += b" " * (-len(text) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
+
+
+def test_reshipping_keeps_the_bytes_of_unchanged_files_and_replaces_changed_ones(tmp_path):
+    meta = {"a": "1", "b": "2"}
+    same, changed = {"w": torch.ones(2, 3)}, {"w": torch.zeros(2, 3)}
+    _write_safetensors(tmp_path / "old/x/model.safetensors", same, meta)
+    _write_safetensors(tmp_path / "old/y/model.safetensors", same, meta)
+    _write_safetensors(tmp_path / "new/x/model.safetensors", same, meta, reverse_metadata=True)
+    _write_safetensors(tmp_path / "new/y/model.safetensors", changed, meta)
+    read = lambda rel: (tmp_path / rel / "model.safetensors").read_bytes()  # noqa: E731
+    assert read("new/x") != read("old/x")
+    build._keep_unchanged(tmp_path / "new", tmp_path / "old")
+    assert read("new/x") == read("old/x")
+    assert read("new/y") != read("old/y")

@@ -173,6 +173,23 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _safetensors_content(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file's header (as a dict) and data: equal for equal files, whatever order the
+    writer put the metadata keys in."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + size]), raw[8 + size :]
+
+
+def _keep_unchanged(new: Path, old: Path) -> None:
+    """Put back, in the folder ``new``, the bytes of every safetensors file whose content equals the one in
+    ``old``, so that re-shipping an unchanged component leaves its files (and their hashes) as they were."""
+    for path in new.rglob("*.safetensors"):
+        previous = old / path.relative_to(new)
+        if previous.is_file() and _safetensors_content(path) == _safetensors_content(previous):
+            shutil.copy2(previous, path)
+
+
 def _ship_network(cls: type, source: Path, dest: Path) -> None:
     """Copy a trained network folder (config with its training report, weights) in :data:`SHIP_DTYPE`;
     caches it holds, such as the generator's source fingerprints, stay behind."""
@@ -269,6 +286,7 @@ def ship(dest: Path, times: dict[str, float] | None = None) -> Path:
             rel = f"{pretrained.ORACLES}/{slug(TARGET)}/{slug(cap)}"
             _ship_adapter(cache(rel), tmp / rel)
         precision = _reference_and_precision(tmp)
+        _keep_unchanged(tmp, dest)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         doc = {
             "umaf_version": umaf.__version__,
