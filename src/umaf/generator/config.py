@@ -62,7 +62,7 @@ class GeneratorConfig:
     n_blocks: int = field(default=2, metadata={"help": "Residual MLP blocks in the trunk."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout in the trunk during training."})
     # --- reconstruction training on the oracle library ---
-    steps: int = field(default=1500, metadata={"help": "Reconstruction optimiser steps."})
+    steps: int = field(default=500, metadata={"help": "Reconstruction optimiser steps."})
     batch_size: int = field(default=8, metadata={"help": "Fingerprints per reconstruction step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (warm-up, then cosine)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
