@@ -74,7 +74,7 @@ def _train_oracles() -> None:
 def _train_generator() -> None:
     from umaf.generator import train_generator
 
-    train_generator(TARGET)  # on the full zoo's sources, built by the part before
+    train_generator(TARGET)  # read by every built zoo model (the full zoo is the part before) and MiniLM
 
 
 def _full_zoo_done() -> bool:
