@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -29,17 +30,23 @@ from umaf.models import build_tiny
 
 
 def _row(cap: str, group: str, base: float, oracle: float, generated: dict[str, float],
-         **others: float) -> dict:
+         refused: tuple[str, ...] = (), qualified: tuple[str, ...] = (), **others: float) -> dict:
     """A measured row as :func:`measure_capability` makes it (``others``: retrieval, multitask, wrong,
-    random and untrained accuracies, default 0)."""
+    random and the random-init source's untrained accuracies, default 0; ``refused``: the sources the
+    competence check refuses; ``qualified``: the sources that learnt ``cap``)."""
     rec = lambda v: recovery(v, base, oracle)  # noqa: E731
+    by_default = lambda s, v: rec(base if s in refused else v)  # noqa: E731
     row = {"capability": cap, "group": group, "base": base, "oracle": oracle, "oracle_gain": oracle - base,
            "included": oracle - base >= MIN_ORACLE_GAIN, "generated": generated, "oracle_train_seconds": 10.0,
-           "recovery": {s: rec(a) for s, a in generated.items()},
+           "recovery": {s: rec(a) for s, a in generated.items()}, "refused": list(refused),
+           "recovery_qualified": {s: by_default(s, generated[s]) for s in qualified},
            "perplexity_generated": 11.0, "perplexity_oracle": 10.5}
-    for key in ("retrieval", "multitask", "wrong", "random", "untrained"):
+    for key in ("retrieval", "multitask", "wrong", "random"):
         row[key] = others.get(key, 0.0)
         row[f"recovery_{key}"] = rec(row[key])
+    row["untrained"] = {"random-init": others.get("untrained", 0.0)}
+    row["recovery_untrained_ungated"] = rec(row["untrained"]["random-init"])
+    row["recovery_untrained"] = by_default("random-init", row["untrained"]["random-init"])
     row["recovery_out_of_sample"] = rec(generated["zoo:q-gpt2-xs-b"])
     return row
 
@@ -60,9 +67,11 @@ def test_recovery_arithmetic() -> None:
 def test_aggregate_groups_baselines_and_controls() -> None:
     src = "zoo:q-gpt2-xs-b"
     rows = [
-        _row("plural", "seen", 0.0, 1.0, {src: 0.8, "minilm": 0.6}, retrieval=0.5, multitask=0.4, wrong=0.1),
+        _row("plural", "seen", 0.0, 1.0, {src: 0.8, "minilm": 0.6}, retrieval=0.5, multitask=0.4, wrong=0.1,
+             qualified=(src,)),
         _row("add_k:10", "heldout_instances", 0.2, 0.6, {src: 0.4, "minilm": 0.3}, multitask=0.3),
-        _row("capital", "heldout", 0.1, 0.9, {src: 0.5, "minilm": 0.3}, retrieval=0.3, untrained=0.5),
+        _row("capital", "heldout", 0.1, 0.9, {src: 0.5, "minilm": 0.3}, retrieval=0.3, untrained=0.5,
+             refused=("random-init",)),
         _row("parity", "seen", 0.5, 0.55, {src: 0.0, "minilm": 0.0}),  # oracle gains 0.05: excluded
     ]
     out = aggregate(rows, _plan(), base_perplexity=10.0, gen_seconds=[0.2, 0.4])
@@ -76,7 +85,10 @@ def test_aggregate_groups_baselines_and_controls() -> None:
     assert out["recovery_baseline_multitask_heldout_instances"] == pytest.approx(0.25)
     assert out["recovery_baseline_retrieval_heldout"] == pytest.approx(0.2 / 0.8)
     assert out["recovery_wrong_capability"] == pytest.approx((0.1 - 0.5 - 0.125) / 3)
-    assert out["recovery_untrained_source"] == pytest.approx((0.0 - 0.5 + 0.5) / 3)
+    assert out["recovery_untrained_source_ungated"] == pytest.approx((0.0 - 0.5 + 0.5) / 3)
+    assert out["recovery_untrained_source"] == pytest.approx((0.0 - 0.5 + 0.0) / 3)  # capital's: refused
+    assert out["refused"] == {"qualified": 0, "untrained": 1, "untrained_pairs": 3}
+    assert out["recovery_seen_qualified_sources"] == pytest.approx(0.8) and out["n_qualified_pairs"] == 1
     assert out["gen_seconds"] == pytest.approx(0.3) and out["oracle_train_seconds"] == pytest.approx(10.0)
     assert out["perplexity_rise"] == pytest.approx(0.1)
     assert out["perplexity_rise_oracle"] == pytest.approx(0.05)
@@ -153,10 +165,11 @@ class StandInGenerator:
         self.training_report: dict = {}  # no end-to-end phase: the multi-task baseline gets the floor
         self.calls: list[tuple[str, Fingerprint]] = []
 
-    def generate(self, fp: Fingerprint, generator: object, output: Path) -> Path:
+    def generate(self, fp: Fingerprint, generator: object, output: Path, min_competence: float | None = 0.5,
+                 ) -> Path:
         from safetensors.torch import load_file, save_file
 
-        assert generator is self
+        assert generator is self and min_competence is None  # the bench applies the check in its figures
         real = any(torch.equal(fp.vector, v.vector) for v in self.known.values())
         cap = fp.meta["capability"]
         other = next(c for c in self.oracles if c != cap)
@@ -213,7 +226,8 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(umaf.evaluation, "evaluate", evaluate)
     stand_in = StandInGenerator(setup["oracles"], fps, tmp_path)
-    out = run_transfer(plan, setup["extractor"], stand_in, stand_in.generate, progress=False)
+    generate = functools.partial(stand_in.generate, min_competence=None)  # as bench_transfer wires it
+    out = run_transfer(plan, setup["extractor"], stand_in, generate, progress=False)
     rows = {r["capability"]: r for r in out["capabilities"]}
     assert rows["capital"]["group"] == "heldout" and rows["uppercase"]["group"] == "seen"
     assert rows[str(user)]["group"] == "user" and sorted(user.parent.iterdir()) == [user]  # nothing added
@@ -235,6 +249,11 @@ def test_run_measures_what_each_adapter_does(setup: dict, monkeypatch: pytest.Mo
         assert row["random"] == codes[cap, f"{tag}-random"] and row["wrong"] == codes[cap, f"{tag}-wrong"]
         assert row["multitask"] == codes[cap, Path(out["multitask_path"]).name]
         assert row["recovery"][source] == pytest.approx((row["generated"][source] - base) / (oracle - base))
+        # random models lack every capability: `umaf generate` would refuse them, the target stays at base
+        assert row["competence"]["random-init"] == 0.0 and {"random-init", source} <= set(row["refused"])
+        assert row["recovery_untrained"] == pytest.approx(0.0) and row["recovery_qualified"] == {}
+        assert row["recovery_untrained_ungated"] == pytest.approx(
+            (row["untrained"]["random-init"] - base) / (oracle - base))
         assert row["perplexity_generated"] == pytest.approx(perplexity(target, tmp_path / f"{tag}-0"))
         if oracle_name:
             assert row["perplexity_oracle"] == pytest.approx(perplexity(target, setup["oracles"][cap]))

@@ -16,6 +16,7 @@ from umaf.competence import (
     COMPETENT,
     DECODABILITY,
     NO_READING,
+    above_chance,
     class_labels,
     competence_warning,
     cross_validated_accuracy,
@@ -83,7 +84,16 @@ def test_agreement_matches_greedy_exact_match_on_the_eval_split(twins):
     for loaded in twins:
         cap = get_capability(TASK)
         reading = measure_competence(loaded, cap, cap.split("eval"), limit=None)
-        assert reading.score == pytest.approx(evaluate(loaded, cap, split="eval"), abs=0.05)
+        assert reading.agreement == pytest.approx(evaluate(loaded, cap, split="eval"), abs=0.05)
+
+
+def test_agreement_is_corrected_for_chance_on_classification_like_capabilities(tiny):
+    assert above_chance(0.5, 0.5) == 0.0 and above_chance(0.3, 0.5) == 0.0
+    assert above_chance(0.75, 0.5) == pytest.approx(0.5) and above_chance(1.0, 0.25) == 1.0
+    reading = measure_competence(tiny, "sentiment", limit=32)  # two answers
+    assert reading.method == AGREEMENT and 0.0 < reading.majority < 1.0
+    assert reading.score == pytest.approx(above_chance(reading.agreement, reading.majority))
+    assert measure_competence(tiny, "reverse", limit=32).majority is None  # open answers: no correction
 
 
 def test_random_models_score_near_zero_on_a_generative_task(tiny):

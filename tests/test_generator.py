@@ -234,6 +234,21 @@ def test_bad_generation_requests_leave_nothing(generator, tmp_path: Path, kwargs
     assert _listing(tmp_path) == []
 
 
+def test_a_source_that_lacks_the_capability_is_refused_unless_asked(generator, tmp_path: Path) -> None:
+    lacking = make_fp()
+    lacking.meta.update(competence=0.12, competence_method="agreement")
+    with pytest.raises(UmafError, match=r"tiny-gpt2-xs reads reverse with competence 0.12 \(< 0.5\)"):
+        generate_adapter(lacking, generator, tmp_path / "adapter")
+    assert _listing(tmp_path) == []
+    generate_adapter(lacking, generator, tmp_path / "adapter", min_competence=None)  # asked for anyway
+    able, unknown = make_fp(), make_fp()
+    able.meta.update(competence=0.5, competence_method="agreement")
+    unknown.meta.update(competence=None, competence_method="none: no LM head and open answers")
+    generate_adapter(able, generator, tmp_path / "able")  # at the threshold: competent
+    generate_adapter(unknown, generator, tmp_path / "unknown")  # nothing to read: not refused
+    assert _listing(tmp_path) == ["able", "adapter", "unknown"]
+
+
 def test_rank_larger_than_a_module_allows(tiny_llama, tmp_path: Path) -> None:
     gen = AdapterGenerator(
         small_config(gen_rank=48, rank=8), target_module_specs(tiny_llama.model, ["q_proj"]), EXTRACTOR_HASH
@@ -388,7 +403,8 @@ def test_adapters_of_two_capabilities_differ(trained, tiny_models, small_extract
     deltas = {}
     for cap in ("reverse", "uppercase"):  # both in its library, read from a training source
         fp = fingerprint(tiny_models["gpt2"], cap, small_extractor, progress=False)
-        deltas[cap] = delta_weights(generate_adapter(fp, gen, tmp_path / cap, rank=2))
+        # a random tiny source lacks both: generated anyway, to look at the generator alone
+        deltas[cap] = delta_weights(generate_adapter(fp, gen, tmp_path / cap, rank=2, min_competence=None))
     assert deltas["reverse"].keys() == deltas["uppercase"].keys()
     for name, a in deltas["reverse"].items():
         b = deltas["uppercase"][name]

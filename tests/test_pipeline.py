@@ -13,6 +13,7 @@ import yaml
 from umaf.cli import main
 from umaf.errors import UmafError
 from umaf.pipeline import EXAMPLES_DIR, check_ready, format_results, load_pipeline, parse_pipeline
+from umaf.pretrained.build import LIBRARY, SHIPPED_ORACLES
 
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 
@@ -51,7 +52,8 @@ def test_demo_merges_two_architectures_for_smollm2() -> None:
     assert spec.adapter is not None and spec.adapter.target == "smollm2" and spec.adapter.merge == "distil"
     models = {ref.model for ref in spec.adapter.sources}
     assert len(models) == 2 and "smollm2" not in models
-    assert spec.evaluate is not None and set(spec.evaluate.capabilities) == {"plural", "past_tense"}
+    assert spec.evaluate is not None and set(spec.evaluate.capabilities) == {"plural", "first_letter"}
+    assert set(spec.adapter.library) == set(LIBRARY) and set(SHIPPED_ORACLES) == {"plural", "first_letter"}
 
 
 def test_parse_fills_defaults_and_adds_fused_sources() -> None:
@@ -275,6 +277,7 @@ def test_run_pipeline_end_to_end_on_tiny_models(
             "target": paths["llama"],
             "rank": 2,
             "interpolate": False,
+            "ignore_competence": True,  # random tiny models answer nothing right: generated anyway
             "from": [
                 {"model": paths["gpt2"], "capability": "reverse", "weight": 3},
                 {"model": paths["bert"], "capability": "plural", "weight": 1},
@@ -348,7 +351,7 @@ def test_pipeline_merges_one_adapter_per_source(tiny_world: dict, tmp_path: Path
         "output": str(tmp_path / "out"),
         "sources": [{"model": paths["gpt2"], "capabilities": ["uppercase"]}],
         "adapter": {
-            "target": paths["llama"], "rank": 2, "merge": "distil",
+            "target": paths["llama"], "rank": 2, "merge": "distil", "ignore_competence": True,
             "from": [{"model": paths["gpt2"], "capability": "uppercase"},
                      {"model": paths["bert"], "capability": "sentiment"}],
         },
@@ -380,6 +383,28 @@ def test_source_warnings_name_each_weak_source_once(capsys: pytest.CaptureFixtur
     ]
     assert capsys.readouterr().err == f"umaf: warning: {warnings[0]}\n"
     assert source_warnings([fp("able", 0.9)]) == []
+
+
+def test_a_source_that_lacks_its_capability_stops_the_adapter_stage(tmp_path: Path) -> None:
+    from umaf.fingerprint import Fingerprint
+    from umaf.pipeline.run import adapter_fingerprint
+
+    meta = {"model": "tiny", "capability": "plural", "competence": 0.1, "competence_method": "agreement",
+            "family": "gpt2", "architecture": "GPT2LMHeadModel", "n_params": 1, "n_layers": 2, "width": 32,
+            "probe_hash": "0" * 16, "extractor_hash": "e" * 16, "umaf_version": "0.1.0"}
+    fps = {("tiny", "plural"): Fingerprint(torch.nn.functional.normalize(torch.ones(512), dim=0), None, meta)}
+    data = {"name": "x", "output": str(tmp_path / "out"),
+            "sources": [{"model": "tiny", "capabilities": ["plural"]}],
+            "adapter": {"target": "tiny", "from": [{"model": "tiny", "capability": "plural"}]}}
+    with pytest.raises(UmafError, match=r"tiny reads plural with competence 0.10 \(< 0.5\): a source lacks"):
+        adapter_fingerprint(parse_pipeline(data), fps, None, tmp_path)
+    data["adapter"]["ignore_competence"] = True
+    fused, _, summary = adapter_fingerprint(parse_pipeline(data), fps, None, tmp_path)
+    assert fused is not None and summary["warnings"] == [
+        "tiny reads plural with competence 0.10 (< 0.5): the adapter may not carry the capability"]
+    data["adapter"]["ignore_competence"] = "yes"
+    with pytest.raises(UmafError, match="adapter.ignore_competence"):
+        parse_pipeline(data)
 
 
 def test_format_matrix_names_each_row() -> None:

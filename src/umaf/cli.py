@@ -241,7 +241,7 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from umaf.competence import competence_warning
+    from umaf.competence import COMPETENT, competence_warning
     from umaf.fingerprint import Fingerprint
     from umaf.generator import AdapterGenerator, generate_adapter
     from umaf.io import check_writable
@@ -249,9 +249,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     check_writable(args.output, args.overwrite)
     fp = Fingerprint.load(args.fingerprint)
     generator = AdapterGenerator.from_pretrained(args.generator) if args.generator else None  # None: default
-    path = generate_adapter(
-        fp, generator, args.output, rank=args.rank, overwrite=args.overwrite, target=args.target
-    )
+    path = generate_adapter(fp, generator, args.output, rank=args.rank, overwrite=args.overwrite,
+                            target=args.target, min_competence=None if args.ignore_competence else COMPETENT)
     print(f"wrote {path} (PEFT LoRA for {args.target})", file=sys.stderr)
     warning = competence_warning(fp)
     if warning:
@@ -489,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, help="LoRA rank (default: the generator's)")
     p.add_argument("--generator", type=Path, help="trained generator folder (default: the cached one)")
     p.add_argument("--output", "-o", required=True, type=Path, help="adapter folder to write")
+    p.add_argument("--ignore-competence", action="store_true",
+                   help="generate even from a source whose measured competence on the capability is below "
+                        "the threshold (refused by default: the adapter would not be the source's)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_generate)
 

@@ -10,8 +10,9 @@ accuracy):
   ``[MASK]`` slots). Each example is encoded as UMAF trains and generates with (:mod:`umaf.encoding`) and
   the gold answer is teacher-forced in one batched forward pass. An example *agrees* when every gold
   token, the end token included, is the model's argmax given the gold prefix: greedy exact match, up to
-  how an answer stops. ``score`` is the fraction of agreeing examples; ``answer_likelihood`` the mean
-  over examples of ``exp(mean gold-token log-prob)``.
+  how an answer stops. ``score`` is the fraction of agreeing examples, corrected for chance on a
+  classification-like capability (as below: a model that always gives the commonest answer scores 0);
+  ``answer_likelihood`` is the mean over examples of ``exp(mean gold-token log-prob)``.
 - ``decodability`` -- no LM head (a sentence-embedding encoder such as ``minilm``) and a
   classification-like capability (at most :data:`MAX_CLASSES` distinct answers, each of at least
   :data:`MIN_PER_CLASS` examples). A ridge classifier reads the answer class from *prompt-only* mean-pooled
@@ -19,6 +20,9 @@ accuracy):
   clip((cv_accuracy - majority) / (1 - majority), 0, 1)``, so 0 is no better than always guessing the
   commonest answer.
 - otherwise (no LM head and open answers) there is nothing to read: ``score`` is None.
+
+Zoo models are asked as they are trained and evaluated, with the capability's name before the prompt;
+every other model with the plain prompt.
 
 :data:`COMPETENT` is the one threshold that says whether a source has a capability; :data:`QUALIFY` the
 one that says whether a zoo model learnt a capability it was trained on.
@@ -53,8 +57,8 @@ from umaf.errors import UmafError
 if TYPE_CHECKING:  # reading a fingerprint's competence (reports, the CLI) needs no capability registry
     from umaf.capabilities import Capability, Example
 
-#: The competence score at or above which a source counts as having the capability (and below which an
-#: adapter generated from its fingerprint may not carry it).
+#: The competence score at or above which a source counts as having the capability; below it, UMAF does
+#: not generate an adapter from the source's fingerprint unless asked to (:func:`lacking_sources`).
 COMPETENT = 0.5
 
 #: The eval-split accuracy at or above which a zoo model counts as competent at a capability it was trained
@@ -91,7 +95,9 @@ class CompetenceReading:
     cv_accuracy: float | None = None
     """``decodability``: cross-validated accuracy of the linear read-out of the answer class."""
     majority: float | None = None
-    """``decodability``: share of the commonest answer (the accuracy of always guessing it)."""
+    """Classification-like capabilities: share of the commonest answer (the accuracy of always giving it)."""
+    agreement: float | None = None
+    """``agreement``: the fraction of agreeing examples, before the chance correction."""
 
     def to_meta(self) -> dict[str, Any]:
         """The fingerprint metadata keys: ``competence``, ``competence_method``, ``answer_likelihood``,
@@ -102,9 +108,9 @@ class CompetenceReading:
             "answer_likelihood": _rounded(self.answer_likelihood),
             "competence_examples": self.n_examples,
         }
-        if self.cv_accuracy is not None:
-            meta["competence_cv_accuracy"] = _rounded(self.cv_accuracy)
-            meta["competence_majority"] = _rounded(self.majority)
+        extra = {"competence_agreement": self.agreement, "competence_cv_accuracy": self.cv_accuracy,
+                 "competence_majority": self.majority}
+        meta.update({key: _rounded(value) for key, value in extra.items() if value is not None})
         return meta
 
 
@@ -131,13 +137,14 @@ def class_labels(examples: Sequence[Example]) -> list[int] | None:
 
 def measure_competence(
     loaded: Any, capability: Capability | str, examples: Sequence[Example] | None = None,
-    limit: int | None = 64, *, tagged: bool = False, batch_size: int = 32,
+    limit: int | None = 64, *, tagged: bool | None = None, batch_size: int = 32,
 ) -> CompetenceReading:
     """Competence of ``loaded`` (a LoadedModel) on ``capability``, read on the model's device.
 
     ``examples`` default to what a fingerprint reads (:meth:`Capability.probe_examples`: the probe split,
     or all of a user's JSONL file); ``limit`` keeps the first ones (None: all). ``tagged`` puts the
-    capability's name before each prompt, as zoo models are trained to expect. See the module docstring.
+    capability's name before each prompt, as zoo models are trained and evaluated; None (the default)
+    does so for zoo models (loaded as ``zoo:<name>``) only. See the module docstring.
     """
     from umaf.capabilities import get_capability
 
@@ -145,20 +152,29 @@ def measure_competence(
     chosen = list(cap.probe_examples() if examples is None else examples)[:limit]
     if not chosen:
         raise UmafError(f"competence of {cap.name!r} needs at least one example")
+    if tagged is None:
+        tagged = str(loaded.info.name).startswith("zoo:")
     prompts = [tag_prompt(cap.name, ex.prompt()) if tagged else ex.prompt() for ex in chosen]
+    labels = class_labels(chosen)
+    majority = None if labels is None else float(torch.bincount(torch.tensor(labels)).max()) / len(labels)
     if has_lm_head(loaded.model):
         agree, likelihood = teacher_forced(loaded, prompts, [ex.target() for ex in chosen], batch_size)
-        return CompetenceReading(float(agree.float().mean()), AGREEMENT, len(chosen),
-                                 answer_likelihood=float(likelihood.mean()))
-    labels = class_labels(chosen)
-    if labels is None:
+        rate = float(agree.float().mean())
+        score = rate if majority is None else above_chance(rate, majority)
+        return CompetenceReading(score, AGREEMENT, len(chosen), answer_likelihood=float(likelihood.mean()),
+                                 majority=majority, agreement=rate)
+    if labels is None or majority is None:
         return CompetenceReading(None, NO_READING, len(chosen))
     features = prompt_features(loaded, prompts, batch_size)  # [examples, width]
-    target = torch.tensor(labels)
-    cv = cross_validated_accuracy(features, target)
-    majority = float(torch.bincount(target).max()) / len(labels)
-    score = min(max((cv - majority) / (1.0 - majority), 0.0), 1.0)
-    return CompetenceReading(score, DECODABILITY, len(chosen), cv_accuracy=cv, majority=majority)
+    cv = cross_validated_accuracy(features, torch.tensor(labels))
+    return CompetenceReading(above_chance(cv, majority), DECODABILITY, len(chosen), cv_accuracy=cv,
+                             majority=majority)
+
+
+def above_chance(accuracy: float, majority: float) -> float:
+    """``clip((accuracy - majority) / (1 - majority), 0, 1)``: 0 is no better than always giving the
+    commonest answer (whose share is ``majority``), 1 is always right."""
+    return min(max((accuracy - majority) / (1.0 - majority), 0.0), 1.0)
 
 
 # --------------------------------------------------------------------------------------------- agreement
@@ -303,20 +319,37 @@ def describe_competence(meta: Mapping[str, Any] | Any) -> str:
     return f"competence {'unknown' if score is None else f'{score:.2f}'} ({method})"
 
 
-def competence_warning(fp: Any) -> str | None:
-    """Why an adapter generated from ``fp`` may lack the capability (a source whose competence is below
-    :data:`COMPETENT` or unknown), as one line; None when every source is competent."""
+def source_readings(fp: Any) -> list[tuple[str, str, float | None]]:
+    """``(model, capability, competence)`` of each source of ``fp`` (one, or each source of a fused
+    fingerprint, which records them); competence is None when unknown."""
     meta = fp.meta
     fused = isinstance(meta.get("sources"), list)  # fusion records each source's measured competence
     sources = [s for s in meta["sources"] if isinstance(s, dict)] if fused else [meta]
-    weak = []
+    out = []
     for src in sources:
         score = src.get("competence") if fused else fingerprint_competence(src)
-        model, cap = src.get("model", "?"), src.get("capability", "?")
-        if not isinstance(score, int | float) or isinstance(score, bool):
-            weak.append(f"{model} reads {cap} with unknown competence")
-        elif score < COMPETENT:
-            weak.append(f"{model} reads {cap} with competence {score:.2f} (< {COMPETENT})")
+        known = isinstance(score, int | float) and not isinstance(score, bool)
+        model, cap = str(src.get("model", "?")), str(src.get("capability", "?"))
+        out.append((model, cap, float(score) if known else None))
+    return out
+
+
+def lacking_sources(fp: Any, threshold: float = COMPETENT) -> list[str]:
+    """Each source of ``fp`` whose *measured* competence is below ``threshold``, as one phrase
+    (``zoo:x reads plural with competence 0.03``); an unknown competence is not counted.
+
+    An adapter generated from such a source would carry what the generator learnt of the capability, not
+    what the source can do: :func:`umaf.generator.generate_adapter` refuses to write it by default."""
+    return [f"{model} reads {cap} with competence {score:.2f}"
+            for model, cap, score in source_readings(fp) if score is not None and score < threshold]
+
+
+def competence_warning(fp: Any) -> str | None:
+    """Why an adapter generated from ``fp`` may lack the capability (a source whose competence is below
+    :data:`COMPETENT` or unknown), as one line; None when every source is competent."""
+    weak = [f"{model} reads {cap} with unknown competence" if score is None
+            else f"{model} reads {cap} with competence {score:.2f} (< {COMPETENT})"
+            for model, cap, score in source_readings(fp) if score is None or score < COMPETENT]
     if not weak:
         return None
     return "; ".join(weak) + ": the adapter may not carry the capability"
@@ -324,7 +357,7 @@ def competence_warning(fp: Any) -> str | None:
 
 __all__ = [
     "AGREEMENT", "COMPETENT", "DECODABILITY", "FOLDS", "MAX_CLASSES", "MIN_PER_CLASS", "NO_READING",
-    "QUALIFY", "RIDGE", "CompetenceReading", "class_labels", "competence_warning", "cross_validated_accuracy",
-    "describe_competence", "fingerprint_competence", "has_lm_head", "measure_competence", "prompt_features",
-    "teacher_forced",
+    "QUALIFY", "RIDGE", "CompetenceReading", "above_chance", "class_labels", "competence_warning",
+    "cross_validated_accuracy", "describe_competence", "fingerprint_competence", "has_lm_head",
+    "lacking_sources", "measure_competence", "prompt_features", "source_readings", "teacher_forced",
 ]

@@ -185,7 +185,7 @@ def _sources(quick: bool) -> list[Source]:
     names = {spec.name for spec in zoo_specs(quick=quick)}
     zoo = [e for e in list_zoo(quick=quick) if e.name in names]
     sources = [Source(f"zoo:{e.name}", e.family, e.size, tuple(e.trained),
-                      dict(e.meta.get("accuracy_untagged") or e.accuracy), e.qualified)
+                      dict(e.accuracy), e.qualified)
                for e in zoo]  # fmt: skip
     return sources + [Source(name, REAL) for name in REAL_MODELS]
 

@@ -15,6 +15,14 @@ Every capability of the plan is measured on its full eval split, in one run, as:
   model, and a zoo model of the same family and size not trained on it), and ``random`` (a random unit
   vector, which the generator is taught to map to no change: reported, not a target).
 
+Adapters are generated from every fingerprint whatever the source can do (the generator alone). What a
+user gets by default is then read off each source's measured competence: where
+:func:`umaf.competence.lacking_sources` says the source lacks the capability, ``umaf generate`` refuses
+and the target stays at ``base``. ``recovery_untrained_source`` is that default (the generator alone:
+``recovery_untrained_source_ungated``), and ``recovery_seen_qualified_sources`` is the default on the
+seen capabilities read by out-of-sample zoo sources that learnt them (eval accuracy at least
+:data:`umaf.competence.QUALIFY`, measured apart from the probe examples competence is read on).
+
 ``recovery = (x - base) / (oracle - base)`` per capability; aggregates are means over capabilities whose
 oracle gains at least :data:`MIN_ORACLE_GAIN`, split into seen capabilities (in the generator's
 training world), held-out instances of trained families, and held-out named capabilities
@@ -23,6 +31,7 @@ training world), held-out instances of trained families, and held-out named capa
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import tempfile
@@ -37,6 +46,7 @@ from tqdm.auto import tqdm
 
 from umaf.bench.registry import SUITES, eval_limit
 from umaf.capabilities import get_capability, is_held_out
+from umaf.competence import fingerprint_competence, lacking_sources
 from umaf.config import FINGERPRINT_DIM, HELD_OUT_CAPABILITIES, HELD_OUT_INSTANCES
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
@@ -45,7 +55,8 @@ from umaf.fingerprint import Fingerprint
 MIN_ORACLE_GAIN = 0.1
 #: Seen capabilities measured (those in the generator's training world), named first then world ones.
 SEEN_CAPABILITIES: tuple[str, ...] = (
-    "plural", "antonym", "past_tense", "sentiment", "uppercase", "synonym", "country_language",
+    "plural", "first_letter", "antonym", "past_tense", "sentiment", "uppercase", "vowel_start", "compare",
+    "successor", "length", "synonym", "country_language",
 )
 #: Held-out instances measured (of :data:`umaf.config.HELD_OUT_INSTANCES`; quick mode keeps the first two).
 HELDOUT_INSTANCES: tuple[str, ...] = ("add_k:10", "prefix:3", "suffix:2", "kth_letter:2")
@@ -77,6 +88,7 @@ TARGETS = {
     "recovery_heldout": ">= 0.5, and >= 0.15 above the better baseline",
     "recovery_wrong_capability": "<= 0.1",
     "recovery_untrained_source": "<= 0.3",
+    "recovery_seen_qualified_sources": ">= 0.9",
     "gen_seconds": "<= 1.0",
     "perplexity_rise": "<= 0.05",
 }
@@ -94,6 +106,7 @@ class TransferPlan:
     in_sample: list[str]  # read in generator training (on training capabilities)
     world: list[str]  # the generator's training capabilities (retrieval gallery, multi-task LoRA)
     untrained: dict[str, list[str]] = field(default_factory=dict)  # capability -> zoo models lacking it
+    qualified: dict[str, list[str]] = field(default_factory=dict)  # capability -> sources that learnt it
     eval_limit: int | None = None
     user: list[str] = field(default_factory=list)  # a user's JSONL files (paths), measured as held out
 
@@ -129,6 +142,15 @@ def _zoo_untrained(capability: str, sources: Sequence[str]) -> list[str]:
     return out[:1]
 
 
+def _zoo_qualified(capability: str, sources: Sequence[str]) -> list[str]:
+    """The zoo models among ``sources`` that learnt ``capability``: trained on it and at least
+    :data:`umaf.competence.QUALIFY` accurate on its eval split (:attr:`umaf.zoo.ZooEntry.qualified`)."""
+    from umaf.zoo import list_zoo
+
+    learnt = {e.model_id for e in list_zoo(quick=True) + list_zoo() if capability in e.qualified}
+    return [s for s in sources if s in learnt]
+
+
 def plan_transfer(target: str, quick: bool, generator: Any, tasks: Sequence[str] = ()) -> TransferPlan:
     """Capabilities and sources for ``target`` from what ``generator`` was trained on (its report);
     ``tasks`` are a user's JSONL files, measured as a group of their own."""
@@ -153,6 +175,7 @@ def plan_transfer(target: str, quick: bool, generator: Any, tasks: Sequence[str]
                         eval_limit=eval_limit(quick))
     plan.user = [str(t) for t in tasks if get_capability(str(t)).kind == "custom"]  # reads and checks each
     plan.untrained = {c: _zoo_untrained(c, sources) for c in plan.capabilities}
+    plan.qualified = {c: _zoo_qualified(c, sources) for c in plan.capabilities}
     return plan
 
 
@@ -269,12 +292,18 @@ def measure_capability(m: Measurer, plan: TransferPlan, cap: str, fps: dict[tupl
     row["untrained"] = {s: m.generated_accuracy(cap, fps[s, cap], f"{tag}-untrained-{i}")
                         for i, s in enumerate(untrained)}
     row["random"] = m.generated_accuracy(cap, random_fingerprint(fps[main, cap], seed), f"{tag}-random")
+    row["competence"] = {s: fingerprint_competence(fps[s, cap]) for s in [*row["generated"], *untrained]}
+    row["refused"] = [s for s in row["competence"] if lacking_sources(fps[s, cap])]  # by `umaf generate`
     rec = lambda v: recovery(v, row["base"], row["oracle"])  # noqa: E731
+    by_default = lambda s, v: rec(row["base"] if s in row["refused"] else v)  # noqa: E731
     row["recovery"] = {s: rec(v) for s, v in row["generated"].items()}
     row["recovery_out_of_sample"] = _mean([row["recovery"][s] for s in plan.sources])
+    row["qualified"] = plan.qualified.get(cap, [])
+    row["recovery_qualified"] = {s: by_default(s, row["generated"][s]) for s in row["qualified"]}
     for key in ("retrieval", "multitask", "wrong", "random"):
         row[f"recovery_{key}"] = rec(row[key])
-    row["recovery_untrained"] = _mean([rec(v) for v in row["untrained"].values()])
+    row["recovery_untrained_ungated"] = _mean([rec(v) for v in row["untrained"].values()])
+    row["recovery_untrained"] = _mean([by_default(s, v) for s, v in row["untrained"].items()])
     if m.base_perplexity == m.base_perplexity:  # not NaN: perplexity is measured in this run
         row["perplexity_generated"] = m.perplexity(m.workdir / f"{tag}-0")
         row["perplexity_oracle"] = m.perplexity(oracle.path)
@@ -314,9 +343,18 @@ def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float =
         for baseline in ("retrieval", "multitask"):
             out[f"recovery_baseline_{baseline}_{group}"] = _mean([r[f"recovery_{baseline}"] for r in grows])
         out[f"recovery_{group}_in_sample"] = _mean([r["recovery"][s] for r in grows for s in plan.in_sample])
-    controls = {"wrong_capability": "wrong", "untrained_source": "untrained", "random_control": "random"}
+    out["recovery_seen_qualified_sources"] = _mean(
+        [v for r in groups["seen"] for v in r["recovery_qualified"].values()])
+    out["n_qualified_pairs"] = sum(len(r["recovery_qualified"]) for r in groups["seen"])
+    controls = {"wrong_capability": "wrong", "untrained_source": "untrained",
+                "untrained_source_ungated": "untrained_ungated", "random_control": "random"}
     for name, key in controls.items():
         out[f"recovery_{name}"] = _mean([r[f"recovery_{key}"] for r in used])
+    out["refused"] = {  # what `umaf generate` refuses by default: pairs that learnt it / pairs that lack it
+        "qualified": sum(s in r["refused"] for r in groups["seen"] for s in r["recovery_qualified"]),
+        "untrained": sum(s in r["refused"] for r in used for s in r["untrained"]),
+        "untrained_pairs": sum(len(r["untrained"]) for r in used),
+    }
     oracle_seconds = [r["oracle_train_seconds"] for r in rows]
     out.update({
         "gen_seconds": _median(list(gen_seconds)),
@@ -397,7 +435,9 @@ def bench_transfer(quick: bool, target: str = "smollm2", tasks: Sequence[str] = 
         raise UmafError(f"the transfer suite needs umaf.generator ({err})") from None
     generator = default_generator(target)  # a UmafError naming `umaf train generator` when missing
     plan = plan_transfer(target, quick, generator, tasks)
-    return run_transfer(plan, default_extractor(), generator, generate_adapter)
+    # every adapter is generated (the generator alone); the competence check is applied in the figures
+    generate = functools.partial(generate_adapter, min_competence=None)
+    return run_transfer(plan, default_extractor(), generator, generate)
 
 
 __all__ = ["MIN_ORACLE_GAIN", "TransferPlan", "adapter_tag", "aggregate", "bench_transfer", "multitask_steps",

@@ -23,7 +23,7 @@ from umaf.io import slug
 
 #: Bumped whenever what a fingerprint holds changes (e.g. how competence is measured): older entries are
 #: then read again instead of being mixed with new ones.
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
 
 
 def fingerprint_cache(extractor_hash: str) -> Path:

@@ -91,7 +91,8 @@ def fingerprint(
     all of a user's JSONL file, or ``split`` when given. ``part`` 0 / 1 uses one of their two disjoint
     halves (query vs gallery); ``n_probes`` caps their number; ``extractor=None`` uses
     :func:`default_extractor`. ``competence``, ``competence_method`` and ``answer_likelihood`` in the
-    metadata come from :func:`umaf.competence.measure_competence`.
+    metadata come from :func:`umaf.competence.measure_competence` (a zoo model's with the capability's
+    name before each prompt, as zoo models are trained and evaluated).
     """
     from umaf.competence import measure_competence
 

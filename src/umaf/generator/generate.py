@@ -18,6 +18,7 @@ from torch import Tensor
 
 from umaf import pretrained
 from umaf.adapters.peft_io import ADAPTER_WEIGHTS
+from umaf.competence import COMPETENT, lacking_sources
 from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.generator.model import AdapterGenerator
@@ -142,13 +143,16 @@ def generate_adapter(
     rank: int | None = None,
     overwrite: bool = False,
     target: str | None = None,
+    min_competence: float | None = COMPETENT,
 ) -> Path:
     """Write the PEFT adapter that ``generator`` makes of ``fp`` to ``output`` (exact ``rank``; default
     the generator's ``config.rank``). ``generator=None`` uses :func:`default_generator` of ``target``.
 
     Refuses (:class:`UmafError`, nothing written) a fingerprint from another extractor, a ``target``
-    other than the generator's, a rank the modules or the generator cannot hold, and an existing
-    ``output`` unless ``overwrite``.
+    other than the generator's, a rank the modules or the generator cannot hold, an existing ``output``
+    unless ``overwrite``, and a source whose measured competence is below ``min_competence``
+    (:func:`umaf.competence.lacking_sources`; None writes the adapter whatever the source can do): the
+    generator would write what it learnt of the capability, not what the source has.
     """
     check_writable(output, overwrite)
     if rank is not None and int(rank) < 1:  # before any generator is loaded
@@ -158,6 +162,9 @@ def generate_adapter(
             raise UmafError("generate_adapter needs a generator or a target to find the default one of")
         generator = default_generator(target)
     check_fingerprint(fp, generator, target)
+    if min_competence is not None and (lacking := lacking_sources(fp, min_competence)):
+        raise UmafError(f"{'; '.join(lacking)} (< {min_competence}): the source lacks the capability, so no "
+                        "adapter is generated from it (--ignore-competence generates one anyway)")
     rank = generator.config.rank if rank is None else int(rank)
     tensors = adapter_tensors(generator, fp.vector, rank)
     return write_adapter(tensors, generator, output, rank, overwrite)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from umaf.errors import UmafError
 from umaf.fingerprint import Fingerprint
 from umaf.formatting import format_results
 from umaf.io import atomic_path, is_trained, slug
@@ -141,12 +142,21 @@ def adapter_fingerprint(
 ) -> tuple[Fingerprint | None, dict[tuple[str, str], Fingerprint], dict[str, Any]]:
     """The fingerprint the adapter is generated from: each source moved to the target's scale (when
     interpolation is on), then fused (None with ``merge``: each source gets its own adapter). Returns
-    it, the per-source fingerprints used, and a summary (with ``warnings``: :func:`source_warnings`)."""
+    it, the per-source fingerprints used, and a summary (with ``warnings``: :func:`source_warnings`).
+
+    Refuses a source whose measured competence is below :data:`umaf.competence.COMPETENT` unless
+    ``adapter.ignore_competence`` (checked here, once, so the adapters below are generated unchecked)."""
+    from umaf.competence import COMPETENT, lacking_sources
     from umaf.fusion import fuse
     from umaf.interpolator import interpolate
 
     adapter = spec.adapter
     assert adapter is not None
+    lacking = [] if adapter.ignore_competence else [
+        phrase for ref in adapter.sources for phrase in lacking_sources(fps[ref.key])]
+    if lacking:
+        raise UmafError(f"{'; '.join(lacking)} (< {COMPETENT}): a source lacks its capability, so no adapter "
+                        "is generated from it (adapter.ignore_competence: true generates one anyway)")
     first = fps[adapter.sources[0].key]
     interpolator, status = _interpolator_for(spec, first.meta.get("extractor_hash", ""))
     warnings = source_warnings([fps[ref.key] for ref in adapter.sources])
@@ -184,10 +194,10 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
     assert adapter is not None
     start = time.perf_counter()
     if fused is not None:
-        generate_adapter(fused, generator, output, rank=adapter.rank)
+        generate_adapter(fused, generator, output, rank=adapter.rank, min_competence=None)
         return {"gen_seconds": round(time.perf_counter() - start, 3)}
-    singles = [generate_adapter(fp, generator, output.parent / "singles" / f"{i}", rank=adapter.rank)
-               for i, fp in enumerate(used.values())]
+    singles = [generate_adapter(fp, generator, output.parent / "singles" / f"{i}", rank=adapter.rank,
+                                min_competence=None) for i, fp in enumerate(used.values())]
     gen_seconds = time.perf_counter() - start
     caps = [get_capability(ref.capability) for ref in adapter.sources]
     separability = input_separability(target, caps)
@@ -231,9 +241,8 @@ def evaluate_stage(
             if ev.singles and len(spec.adapter.sources) > 1:
                 for i, ((model, source_cap), fp) in enumerate(used.items()):
                     if source_cap == cap:
-                        single = generate_adapter(
-                            fp, generator, Path(tmp) / f"{cap}-{i}", rank=spec.adapter.rank
-                        )
+                        single = generate_adapter(fp, generator, Path(tmp) / f"{cap}-{i}",
+                                                  rank=spec.adapter.rank, min_competence=None)
                         row[f"single {model}"] = evaluate(target, cap, single, limit=ev.limit)
             oracle = find_oracle(name, cap) if ev.oracle else None
             if oracle is not None:

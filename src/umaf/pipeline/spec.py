@@ -21,6 +21,8 @@ Parsing checks every key and value and names the offending key (``adapter.from[1
       #                           # weight then scales its adapter's ΔW as given (not normalised), and
       #                           # distil's rank is the sum of the sources' ranks
       interpolate: false          # true | false | auto (when a trained interpolator exists)
+      ignore_competence: false    # true: generate even from a source whose measured competence on its
+      #                           # capability is below umaf.competence.COMPETENT (refused by default)
     evaluate: {capabilities: [plural], limit: 32, oracle: true, singles: true, perplexity: false}
     report: {metric: cosine}
     train_missing: false          # train missing oracles, generator and interpolator, then cache them
@@ -43,7 +45,9 @@ TOP_KEYS = (
 )  # fmt: skip
 SOURCE_KEYS = ("model", "capabilities")
 REF_KEYS = ("model", "capability", "weight")
-ADAPTER_KEYS = ("target", "rank", "from", "fusion", "merge", "query", "interpolate", "library")
+ADAPTER_KEYS = (
+    "target", "rank", "from", "fusion", "merge", "query", "interpolate", "library", "ignore_competence",
+)
 EVALUATE_KEYS = ("capabilities", "limit", "oracle", "singles", "perplexity")
 INTERPOLATE_CHOICES = (True, False, "auto")
 
@@ -73,6 +77,7 @@ class AdapterSpec:
     query: str | None = None
     interpolate: bool | str = False
     library: tuple[str, ...] = ()  # capabilities whose oracles train the generator (train_missing)
+    ignore_competence: bool = False  # generate even from sources that lack their capability
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,7 @@ def _parse_adapter(r: _Reader, section: Any) -> AdapterSpec:
             "rank": r.positive_int, "fusion": r.text, "query": r.capability, "library": r.capabilities,
             "merge": lambda v, where: r.choice(v, where, MERGE_METHODS, ", ".join(MERGE_METHODS)),
             "interpolate": lambda v, where: r.choice(v, where, INTERPOLATE_CHOICES, "true, false or auto"),
+            "ignore_competence": r.flag,
         }),
     )  # fmt: skip
     if spec.fusion not in FUSION_MODES:

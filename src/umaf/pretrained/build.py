@@ -29,9 +29,12 @@ from umaf.io import atomic_path, is_trained, slug
 
 #: Target whose generator ships, and the oracle library that trains it.
 TARGET = "smollm2"
-LIBRARY: tuple[str, ...] = ("plural", "past_tense", "antonym", "uppercase", "sentiment")
+LIBRARY: tuple[str, ...] = (
+    "plural", "past_tense", "antonym", "uppercase", "sentiment",  # lexical: no zoo model learns them
+    "first_letter", "vowel_start", "compare", "successor", "length",  # zoo models of each family learn them
+)
 #: Oracles whose LoRAs ship (the capabilities the demo evaluates).
-SHIPPED_ORACLES: tuple[str, ...] = ("plural", "past_tense")
+SHIPPED_ORACLES: tuple[str, ...] = ("plural", "first_letter")
 #: The reference fingerprint that guards the shipped extractor against drift in capture or dependencies.
 REFERENCE_MODEL, REFERENCE_CAPABILITY = "zoo:q-gpt2-xs-b", "plural"
 #: Storage precision of the shipped networks.
