@@ -12,6 +12,7 @@ from umaf.adapters.merge import (
     MERGE_FILE,
     MERGE_METHODS,
     PEFT_MERGES,
+    SEPARABLE,
     DistilConfig,
     check_merge,
     concatenated,
@@ -19,6 +20,7 @@ from umaf.adapters.merge import (
     left_out_note,
     merge_adapters,
     screen_constituents,
+    separability_warning,
 )
 from umaf.adapters.peft_io import delta_weights
 from umaf.capabilities import get_capability
@@ -135,6 +137,11 @@ def test_separability_is_chance_for_the_same_inputs(tiny_llama) -> None:
     assert apart > 0.75, "words and sentences look different even to a random-init model"
     with pytest.raises(UmafError, match="at least two"):
         input_separability(tiny_llama, [cap])
+
+
+def test_separability_warns_below_the_threshold() -> None:
+    assert separability_warning(SEPARABLE) is None and separability_warning(1.0) is None
+    assert str(SEPARABLE) in (separability_warning(SEPARABLE - 0.02) or "")
 
 
 def test_cli_offers_every_merge_method() -> None:

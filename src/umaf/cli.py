@@ -259,12 +259,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 def _cmd_merge(args: argparse.Namespace) -> None:
     from umaf.adapters.merge import (
-        SEPARABLE,
         DistilConfig,
         check_merge,
         input_separability,
         left_out_note,
         merge_adapters,
+        separability_warning,
     )
     from umaf.capabilities import get_capability
     from umaf.io import check_writable
@@ -283,9 +283,8 @@ def _cmd_merge(args: argparse.Namespace) -> None:
         separability = input_separability(loaded, caps)
         names = " / ".join(c.name for c in caps)
         print(f"{args.target} tells the inputs of {names} apart at {separability:.2f}", file=sys.stderr)
-        if separability < SEPARABLE:
-            print(f"umaf: warning: below {SEPARABLE}: one adapter cannot serve inputs the target confuses; "
-                  "expect the merged adapter to lose some of each", file=sys.stderr)
+        if warning := separability_warning(separability):
+            print(f"umaf: warning: {warning}", file=sys.stderr)
     path = merge_adapters(loaded, args.adapters, args.output, method=args.method, weights=args.weights,
                           capabilities=caps or None, config=config, overwrite=args.overwrite)
     print(f"wrote {path} ({args.method} of {len(args.adapters)} adapters, PEFT LoRA for {args.target})",

@@ -380,6 +380,15 @@ def prompt_states(target: LoadedModel, prompts: Sequence[str], batch_size: int =
     return torch.cat(out)
 
 
+def separability_warning(separability: float) -> str | None:
+    """The warning for an input separability below :data:`SEPARABLE` (None at or above it), one line
+    shared by ``umaf merge`` and pipelines."""
+    if separability >= SEPARABLE:
+        return None
+    return (f"below {SEPARABLE}: one adapter cannot serve inputs the target confuses; "
+            "expect the merged adapter to lose some of each")
+
+
 def input_separability(target: LoadedModel, capabilities: Sequence[Capability], n: int = 128) -> float:
     """Whether one static adapter can serve all ``capabilities`` on ``target``: the balanced accuracy with
     which a linear probe on the target's prompt states (:func:`prompt_states`), fit on train-split

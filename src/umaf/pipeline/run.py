@@ -186,7 +186,7 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
                  used: dict[tuple[str, str], Fingerprint], generator: Any, output: Path) -> dict[str, Any]:
     """Write the pipeline's adapter to ``output``: generated from the fused fingerprint, or (``merge``)
     one generated per source and merged on the target. Returns what the summary records of it."""
-    from umaf.adapters.merge import input_separability, left_out_note, merge_adapters
+    from umaf.adapters.merge import input_separability, left_out_note, merge_adapters, separability_warning
     from umaf.capabilities import get_capability
     from umaf.generator import generate_adapter
 
@@ -203,6 +203,8 @@ def make_adapter(spec: PipelineSpec, target: Any, fused: Fingerprint | None,
     separability = input_separability(target, caps)
     _say(f"{target.info.name} tells the inputs of {' / '.join(c.name for c in caps)} apart at "
          f"{separability:.2f}; merging {len(singles)} adapters ({adapter.merge})")
+    if warning := separability_warning(separability):
+        _say(f"warning: {warning}")
     assert adapter.merge is not None
     merge_adapters(target, singles, output, method=adapter.merge, capabilities=caps,
                    weights=[ref.weight for ref in adapter.sources])
