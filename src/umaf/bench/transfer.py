@@ -60,6 +60,10 @@ SEEN_CAPABILITIES: tuple[str, ...] = (
 )
 #: Held-out instances measured (of :data:`umaf.config.HELD_OUT_INSTANCES`; quick mode keeps the first two).
 HELDOUT_INSTANCES: tuple[str, ...] = ("add_k:10", "prefix:3", "suffix:2", "kth_letter:2")
+#: Held-out named capabilities a quick run measures: one string, one classification and one lexical
+#: capability whose SmolLM2 oracle gains at least :data:`MIN_ORACLE_GAIN` (the first ones of
+#: :data:`umaf.config.HELD_OUT_CAPABILITIES`, `subtract`, `sort_letters`, `capital`, gain nothing there).
+QUICK_HELDOUT: tuple[str, ...] = ("acronym", "is_animal", "city_country")
 #: A randomly initialised model: a source that has no capability at all.
 RANDOM_INIT_SOURCE = ("gpt2", "xs", 1)
 #: The generator's multi-task baseline LoRA trains at least this many steps per 100 capabilities (at least
@@ -167,7 +171,7 @@ def plan_transfer(target: str, quick: bool, generator: Any, tasks: Sequence[str]
     instances = [c for c in HELDOUT_INSTANCES if c in HELD_OUT_INSTANCES]
     heldout = list(HELD_OUT_CAPABILITIES)
     if quick:
-        seen, instances, heldout = seen[:2], instances[:2], heldout[:3]
+        seen, instances, heldout = seen[:2], instances[:2], list(QUICK_HELDOUT)
     from umaf.generator.data import REAL_SOURCES  # real models (besides the zoo) a generator trains on
 
     in_sample = [s for s in REAL_SOURCES if s in trained_sources]
@@ -376,12 +380,13 @@ def aggregate(rows: Sequence[dict], plan: TransferPlan, base_perplexity: float =
 
 def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = True,
                   config: dict[str, Any] | None = None) -> Any:
-    """The cached oracle of ``capability`` on ``target`` (whatever config made it), trained if missing
-    (with the target's default oracle config, ``config`` overriding fields).
+    """The oracle of ``capability`` on ``target`` (the cached or shipped one, whatever config made it),
+    trained into the cache if there is none (with the target's default oracle config, ``config``
+    overriding fields).
 
     A user's file gets its own folder, named by its contents, outside the oracle library (so a file
     called like a built-in never reads the built-in's oracle, and no generator trains on it)."""
-    from umaf.adapters.oracles import OracleEntry, oracle_dir, read_oracle_meta, train_oracle
+    from umaf.adapters.oracles import OracleEntry, find_oracle, oracle_dir, read_oracle_meta, train_oracle
     from umaf.config import cache_dir
     from umaf.io import slug
 
@@ -389,7 +394,7 @@ def ensure_oracle(loaded: Any, target: str, capability: str, progress: bool = Tr
     if cap.kind == "custom":
         path = cache_dir() / "baselines" / slug(target) / f"user-{slug(cap.name)}-{cap.probe_hash()}"
     else:
-        path = oracle_dir(target, capability)
+        path = find_oracle(target, cap.name) or oracle_dir(target, cap.name)
     if read_oracle_meta(path) is None:
         train_oracle(loaded, cap, config, output=path if cap.kind == "custom" else None, overwrite=True,
                      progress=progress)
