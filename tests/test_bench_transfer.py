@@ -149,10 +149,25 @@ def test_plan_reads_the_generator_report() -> None:
     assert plan.sources == ["zoo:q-gpt2-xs-b", "zoo:q-t5-xs-a"] and plan.in_sample == ["minilm"]
     assert all(plan.group(c) == "heldout_instances" for c in plan.heldout_instances)
     assert plan.group("capital") == "heldout" and plan.group("plural") == "seen"
+    quick = plan_transfer("smollm2", True, SimpleNamespace(training_report=report))
+    assert quick.heldout and set(quick.heldout) <= set(HELD_OUT_CAPABILITIES)
     with pytest.raises(UmafError, match="held-apart"):
         plan_transfer("smollm2", False, SimpleNamespace(training_report={**report, "val_sources": []}))
     with pytest.raises(UmafError, match="training capabilities"):
         plan_transfer("smollm2", False, SimpleNamespace(training_report={}))
+
+
+def test_a_shipped_oracle_is_measured_against_not_retrained(monkeypatch: pytest.MonkeyPatch) -> None:
+    from umaf.adapters import oracles
+    from umaf.bench.transfer import ensure_oracle
+    from umaf.pretrained import SHIPPED_DIR
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a shipped oracle was retrained")
+
+    monkeypatch.setattr(oracles, "train_oracle", no_training)
+    entry = ensure_oracle(None, "smollm2", "plural", progress=False)  # the target is loaded only to train
+    assert entry.path.is_relative_to(SHIPPED_DIR) and entry.capability == "plural"
 
 
 class StandInGenerator:
