@@ -128,6 +128,19 @@ def test_raw_features_fail_when_each_model_has_its_own():
     assert out["m1_cka_paired"] == 1.0 and out["m1_cka_baseline"] <= 0.3  # same texts vs disjoint halves
 
 
+def test_the_cosine_baseline_is_scored_when_readings_carry_it():
+    readings, caps = _m1_readings(raw_aligned=True)
+    assert "m1_cosine_baseline" not in retrieval_metrics(readings, FAMILIES, caps)
+    gen = torch.Generator().manual_seed(1)
+    for by_cap in readings.values():  # each model its own direction: the baseline must fall to chance
+        own = {c: _unit(gen, 96) for c in caps}
+        for (c, _), reading in by_cap.items():
+            reading.cosine = own[c] + 0.05 * _unit(gen, 96)
+    out = retrieval_metrics(readings, FAMILIES, caps)
+    assert out["m1_raw_features_baseline"] == 1.0 and out["m1_cosine_baseline"] <= 0.3
+    assert out["m1_cosine_real_models"] <= 0.3
+
+
 def test_real_model_figures_need_both_embedded_models():
     families = {k: v for k, v in FAMILIES.items() if k != "smollm2"}
     readings, caps = _m1_readings(raw_aligned=True, families=families)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from umaf.extractor import (
 )
 from umaf.extractor import fingerprinting as fingerprinting_module
 from umaf.extractor import train as train_module
-from umaf.extractor.processor import pool_features, prompt_of
+from umaf.extractor.processor import pool_features, prompt_of, relative_features
 from umaf.fingerprint import REQUIRED_META, Fingerprint
 from umaf.models import build_tiny
 
@@ -41,9 +42,35 @@ def small_extractor(seed: int = 0) -> CapabilityExtractor:
 
 def test_anchor_file_is_shipped_and_clean() -> None:
     texts = anchor_texts()
-    assert len(texts) == 64 and len(set(texts)) == 64
+    assert len(texts) == ExtractorConfig().n_anchors and len(set(texts)) == len(texts)
+    first = hashlib.sha256("\n".join(anchor_texts(64)).encode()).hexdigest()[:16]
+    assert first == "01f056ed629188e1", "the first 64 anchors (read by cosine-basis extractors) changed"
     held_out_probes = {t for name in HELD_OUT_CAPABILITIES for t in get_capability(name).probe_texts()}
     assert not held_out_probes & set(texts)
+
+
+def test_ridge_basis_is_unchanged_by_an_invertible_linear_map() -> None:
+    """The ridge basis describes a text by how the anchors rebuild it, so a model whose activations are a
+    linear map of another's (here a random invertible one, which changes every cosine) gives the same
+    features, up to the small penalty; the cosine basis does not."""
+    torch.manual_seed(0)
+    width, n_anchors = 24, 48  # more anchors than width: every text lies in their span
+    probes, anchors = torch.randn(2, 5, width), torch.randn(2, n_anchors, width)
+    rotation, _ = torch.linalg.qr(torch.randn(width, width))
+    mixing = rotation * torch.linspace(0.5, 2.0, width)  # rotate, then stretch each axis differently
+    ridge = ExtractorConfig(anchor_basis="ridge", ridge=1e-4, activation_norm="none")
+    cosine = dataclasses.replace(ridge, anchor_basis="cosine")
+    for config, close in ((ridge, True), (cosine, False)):
+        a, _ = relative_features(probes, anchors, config)
+        b, _ = relative_features(probes @ mixing, anchors @ mixing, config)
+        assert torch.allclose(a, b, atol=1e-3) is close, config.anchor_basis
+
+
+def test_an_extractor_folder_without_anchor_basis_reads_cosines() -> None:
+    data = {k: v for k, v in ExtractorConfig().to_dict().items() if k != "anchor_basis"}
+    assert ExtractorConfig.from_dict(data).anchor_basis == "cosine"
+    with pytest.raises(UmafError, match="anchor_basis"):
+        ExtractorConfig(anchor_basis="dot")
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 6, 30])

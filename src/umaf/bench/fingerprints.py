@@ -4,8 +4,9 @@ Every source model is read on two disjoint halves of each capability's probe spl
 queries, part 1 the gallery, so retrieval can never succeed by matching identical inputs. M1's baselines
 are measured on the same readings: linear CKA of the last block's activations (across the halves, and
 ``m1_cka_paired`` on the same half, i.e. the same texts on both sides), a width-dependent random
-projection, and the processor's features without the trained network (``m1_raw_*``: what the extractor's
-training adds over relative representations). The competence
+projection, the processor's features without the trained network (``m1_raw_*``: what the extractor's
+training adds over its untrained path), and the cosine relative representation that the ridge basis
+replaced (``m1_cosine_*``). The competence
 of a (source, capability) pair is the mean of what the two half fingerprints record
 (:func:`umaf.competence.measure_competence` on the probe examples); M2 sets it against accuracy measured
 on the eval split with the same plain prompts, and against the extractor's competence head as a baseline.
@@ -14,6 +15,7 @@ on the eval split with the same plain prompts, and against the extractor's compe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
@@ -31,9 +33,9 @@ from umaf.capabilities import get_capability, is_held_out, is_held_out_model_fam
 from umaf.capture import capture_activations
 from umaf.competence import QUALIFY, has_lm_head, measure_competence
 from umaf.errors import UmafError
-from umaf.extractor import CapabilityExtractor, default_extractor
-from umaf.extractor.fingerprinting import capture_channels, model_features
-from umaf.extractor.processor import anchor_texts, layer_plan, pool_features, process
+from umaf.extractor import CapabilityExtractor, ExtractorConfig, default_extractor
+from umaf.extractor.fingerprinting import anchor_activations, capture_channels, model_features
+from umaf.extractor.processor import ProcessedFeatures, anchor_texts, layer_plan, pool_features, process
 from umaf.models import LoadedModel, load
 from umaf.similarity import SIMILARITIES
 
@@ -65,6 +67,7 @@ class Reading:
     last_layer: Tensor  # [probes, width]
     head: float = math.nan
     raw: Tensor | None = None  # [depth_bins * channels * anchors]
+    cosine: Tensor | None = None  # the same with the cosine basis on the first 64 anchors
 
 
 @dataclass
@@ -94,14 +97,35 @@ def read_source(
         for part in (0, 1):
             examples = cap.probe_examples(part=part)
             texts = [ex.text() for ex in examples]
-            processed = model_features(loaded, texts, extractor.config, progress=False)
+            processed, cosine = _features_and_cosine_baseline(loaded, texts, extractor.config)
             vector = extractor.encode(processed.features)  # [512]
             with torch.no_grad():
                 head = float(extractor.competence(vector[None].to(device))[0])
             competence = measure_competence(loaded, cap, examples, limit=None).score
             last = processed.activations[-1]  # [probes, width]
-            readings[name, part] = Reading(vector, competence, last, head, pool_features(processed.features))
+            readings[name, part] = Reading(
+                vector, competence, last, head, pool_features(processed.features), pool_features(cosine)
+            )
     return readings
+
+
+#: The relative representation of the first extractors (cosine to each of the first 64 anchors, or all
+#: of a smaller extractor's), the untrained baseline that the ridge basis replaced: ``m1_cosine_*``.
+COSINE_BASELINE: dict[str, Any] = {"anchor_basis": "cosine", "n_anchors": 64}
+
+
+def _features_and_cosine_baseline(
+    loaded: LoadedModel, texts: list[str], config: ExtractorConfig
+) -> tuple[ProcessedFeatures, Tensor]:
+    """One capture serves both: the extractor's processed features, and the features of
+    :data:`COSINE_BASELINE` (its other settings kept; its anchors are the first of the extractor's)."""
+    processed = model_features(loaded, texts, config, progress=False)
+    n_anchors = min(COSINE_BASELINE["n_anchors"], config.n_anchors)  # a small test extractor has fewer
+    baseline = dataclasses.replace(config, **{**COSINE_BASELINE, "n_anchors": n_anchors})
+    layers, weights = layer_plan(loaded.info.n_layers, config.depth_bins)
+    anchors = anchor_activations(loaded, layers, config)[..., : baseline.n_anchors, :]  # cached per model
+    prompts = (processed.prompt_activations, anchors[1]) if config.delta else (None, None)
+    return processed, process(processed.activations, anchors[0], weights, baseline, *prompts).features
 
 
 def random_projection(x: Tensor, dim: int = 512, seed: int = 0) -> Tensor:
@@ -118,9 +142,11 @@ SCORERS: dict[str, Scorer] = {
         random_projection(q.last_layer.mean(0)), random_projection(g.last_layer.mean(0))
     ),
     "raw": lambda q, g: SIMILARITIES.get("cosine")(q.raw, g.raw),
+    "cosine": lambda q, g: SIMILARITIES.get("cosine")(q.cosine, g.cosine),
 }
 #: Result-key prefix of each scorer's figures (``<prefix>_<setup>``).
-PREFIXES = {"umaf": "m1_top1", "cka": "m1_cka", "randproj": "m1_randproj", "raw": "m1_raw"}
+PREFIXES = {"umaf": "m1_top1", "cka": "m1_cka", "randproj": "m1_randproj", "raw": "m1_raw",
+            "cosine": "m1_cosine"}  # fmt: skip
 
 
 def _cka(x: Tensor, y: Tensor) -> float:
@@ -228,11 +254,17 @@ def real_model_retrieval(
     held = [c for c in caps if is_held_out(c)]
     a, b = REAL_MODELS
     out = {}
-    for method in ("umaf", "raw"):
+    for method in [m for m in ("umaf", "raw", "cosine") if m in _scorers(readings)]:
         both = [retrieval_top1(readings, families, [q], [g], held, caps, SCORERS[method]) for q, g in
                 ((a, b), (b, a))]  # fmt: skip
         out[f"{PREFIXES[method]}_real_models"] = statistics.mean(both)
     return out
+
+
+def _scorers(readings: dict[str, dict[tuple[str, int], Reading]]) -> dict[str, Scorer]:
+    """:data:`SCORERS` the readings carry what for (every reading has ``cosine`` or none has)."""
+    sample = next(iter(next(iter(readings.values())).values()))
+    return {m: s for m, s in SCORERS.items() if m != "cosine" or sample.cosine is not None}
 
 
 def retrieval_metrics(
@@ -249,8 +281,9 @@ def retrieval_metrics(
         "seen": (seen_fam, seen_fam, [c for c in caps if not is_held_out(c)]),
     }
     out: dict[str, float] = {}
+    scorers = _scorers(readings)
     for setup, (queries, galleries, query_caps) in setups.items():
-        for method, scorer in SCORERS.items():
+        for method, scorer in scorers.items():
             out[f"{PREFIXES[method]}_{setup}"] = retrieval_top1(
                 readings, families, queries, galleries, query_caps, caps, scorer
             )
@@ -259,6 +292,8 @@ def retrieval_metrics(
         )
     headlines = {"m1_cka_baseline": "m1_cka", "m1_randproj_baseline": "m1_randproj",
                  "m1_raw_features_baseline": "m1_raw", "m1_cka_paired": "m1_cka_paired"}  # fmt: skip
+    if "cosine" in scorers:
+        headlines["m1_cosine_baseline"] = "m1_cosine"
     for key, prefix in headlines.items():
         out[key] = statistics.mean(out[f"{prefix}_{s}"] for s in ("heldout_family", "heldout_capability"))
     return out | real_model_retrieval(readings, families, caps)

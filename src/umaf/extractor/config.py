@@ -14,6 +14,7 @@ from umaf.errors import UmafError
 
 ACTIVATION_NORMS = ("none", "l2", "layernorm")
 PROFILE_NORMS = ("none", "zscore")
+ANCHOR_BASES = ("cosine", "ridge")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -30,7 +31,8 @@ class ExtractorConfig:
         default=8, metadata={"help": "Fixed relative depths every model's layers are resampled to."}
     )
     n_anchors: int = field(
-        default=64, metadata={"help": "Number of shipped anchor texts (data/anchors.txt) to use."}
+        default=292,
+        metadata={"help": "Number of shipped anchor texts (the first of data/anchors.txt) to use."},
     )
     pooling: str = field(
         default="mean",
@@ -44,9 +46,24 @@ class ExtractorConfig:
         default=True,
         metadata={"help": "Subtract the anchors' mean activation (per layer) before the cosine."},
     )
+    anchor_basis: str = field(
+        default="ridge",
+        metadata={
+            "help": "How a text is described by the anchors: cosine (its similarity to each) or ridge "
+            "(the ridge-regression coefficients that rebuild it from the centred anchors; unchanged by "
+            "any invertible linear map between two models' spaces, not only by rotations)."
+        },
+    )
+    ridge: float = field(
+        default=0.1,
+        metadata={"help": "Ridge penalty of the ridge basis, as a share of the anchors' mean eigenvalue."},
+    )
     anchor_norm: bool = field(
         default=True,
-        metadata={"help": "Standardise each anchor's similarities by the other anchors' similarities to it."},
+        metadata={
+            "help": "Cosine basis: standardise each anchor's similarities by the other anchors' "
+            "similarities to it (the ridge basis whitens instead)."
+        },
     )
     delta: bool = field(
         default=True,
@@ -88,6 +105,9 @@ class ExtractorConfig:
     def __post_init__(self) -> None:
         _check_choice("activation_norm", self.activation_norm, ACTIVATION_NORMS)
         _check_choice("profile_norm", self.profile_norm, PROFILE_NORMS)
+        _check_choice("anchor_basis", self.anchor_basis, ANCHOR_BASES)
+        if self.ridge <= 0:
+            raise UmafError(f"ridge must be positive, got {self.ridge}")
         for name in (
             "depth_bins",
             "n_anchors",
@@ -123,9 +143,10 @@ class ExtractorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtractorConfig:
         """Build from a dict (e.g. config.json); unknown keys and wrong-typed values are errors. A folder
-        written before ``raw_skip`` existed holds a network without the untrained path."""
+        written before ``raw_skip`` existed holds a network without the untrained path, one written before
+        ``anchor_basis`` existed describes texts by their cosine to the anchors."""
         if isinstance(data, dict):
-            data = {"raw_skip": 0.0, **data}
+            data = {"raw_skip": 0.0, "anchor_basis": "cosine", **data}
         return config_from_dict(cls, data, "extractor config")
 
     def processor_hash(self) -> str:
@@ -138,6 +159,8 @@ class ExtractorConfig:
             "activation_norm",
             "centre",
             "anchor_norm",
+            "anchor_basis",
+            "ridge",
             "delta",
             "profile_norm",
         )

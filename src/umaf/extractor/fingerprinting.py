@@ -71,6 +71,7 @@ def model_features(
     prompts = (probes[1], anchors[1]) if config.delta else (None, None)
     processed = process(probes[0], anchors[0], weights, config, *prompts)
     processed.activations = probes[0]  # [captured, probes, width]
+    processed.prompt_activations = probes[1] if config.delta else None
     return processed
 
 

@@ -6,10 +6,14 @@ cosine similarities to the activations of a fixed, shipped set of anchor texts, 
 and the same layer. Depth is made model-independent by resampling the layers to ``depth_bins`` fixed
 relative depths (linear interpolation between the two nearest blocks, so only those blocks are captured).
 
-Per layer, before the cosine, each pooled activation is optionally L2- or layer-normalised and then
-centred on the anchors' mean; each anchor's column is optionally standardised by how similar the other
-anchors are to it (this removes "hub" anchors, which differ from model to model); after resampling, each
-probe's anchor profile is optionally z-scored. A second channel (``delta``) repeats all this on the
+Per layer, each pooled activation is optionally L2- or layer-normalised and then centred on the anchors'
+mean. The default ``ridge`` basis then describes a text by the ridge-regression coefficients that rebuild
+it from the anchors (``x @ A.T @ (A @ A.T + lam I)^-1``): cosines are only unchanged when two models'
+spaces differ by a rotation, coefficients also when they differ by any invertible linear map (on what
+lies in the anchors' span), and whitening by the anchors' Gram matrix removes "hub" anchors that are
+close to every text. The ``cosine`` basis (the first extractors') takes the cosine to each anchor, each
+anchor's column optionally standardised by how similar the other anchors are to it. After resampling,
+each probe's anchor profile is optionally z-scored. A second channel (``delta``) repeats all this on the
 difference between the activation of the full text and of its prompt (``"owl -> owls"`` minus
 ``"owl ->"``): what the answer adds, i.e. the transformation the capability performs, with less of the
 input words' content (mean-pooled text activations are dominated by which words they contain, which
@@ -97,12 +101,14 @@ def _normalise(acts: Tensor, how: str) -> Tensor:
 class ProcessedFeatures:
     """What the processor hands the network: ``features [depth_bins, probes, channels * anchors]`` and, for
     plots, ``layer_profile [depth_bins]`` (separation from generic text; see the module docstring).
-    ``activations [captured, probes, width]``: the pooled probe activations they came from (set by
+    ``activations [captured, probes, width]``: the pooled probe activations they came from, and
+    ``prompt_activations`` the same of their prompts with the delta channel (set by
     :func:`umaf.extractor.model_features`; baselines such as CKA read the last captured layer)."""
 
     features: Tensor
     layer_profile: Tensor
     activations: Tensor | None = None
+    prompt_activations: Tensor | None = None
 
 
 def _check_pair(probe_acts: Tensor, anchor_acts: Tensor) -> None:
@@ -139,11 +145,26 @@ def relative_features(
     separation = (probes.mean(dim=1) - centroid[:, 0]).norm(dim=-1) / spread.clamp_min(_EPS)  # [L]
     if config.centre:
         probes, anchors = probes - centroid, anchors - centroid
+    if config.anchor_basis == "ridge":
+        return _ridge_coefficients(probes, anchors, config.ridge).float(), separation.float()
     probes, anchors = F.normalize(probes, dim=-1, eps=_EPS), F.normalize(anchors, dim=-1, eps=_EPS)
     cos = probes @ anchors.transpose(1, 2)  # [L, P, A]
     if config.anchor_norm:
         cos = _standardise_columns(cos, anchors)
     return cos.float(), separation.float()
+
+
+def _ridge_coefficients(probes: Tensor, anchors: Tensor, ridge: float) -> Tensor:
+    """``[L, P, A]``: per layer, the coefficients ``c`` minimising ``|x - c @ anchors|^2 + lam |c|^2`` for
+    each probe ``x``, i.e. ``x @ anchors.T @ (K + lam I)^-1`` with ``K`` the anchors' Gram matrix and
+    ``lam = ridge * mean eigenvalue of K``. If one model's activations are an invertible linear map of
+    another's, both give the same coefficients for what of a text lies in the anchors' span (all of it
+    when there are more anchors than width), up to the penalty; cosines change with the map."""
+    gram = anchors @ anchors.transpose(1, 2)  # [L, A, A]
+    lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(_EPS)  # trace / A = mean eigenvalue
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    system = gram + lam[:, None, None] * eye  # symmetric positive definite
+    return torch.linalg.solve(system, anchors @ probes.transpose(1, 2)).transpose(1, 2)  # [L, P, A]
 
 
 def _resample(cos: Tensor, weights: Tensor, config: ExtractorConfig) -> Tensor:

@@ -58,6 +58,10 @@ class TrainConfig:
     extractor: ExtractorConfig = field(
         default_factory=ExtractorConfig, metadata={"help": "Processor settings and network shape."}
     )
+    quick_zoo: bool = field(
+        default=False,
+        metadata={"help": "Train on the quick zoo even when the full zoo is built (as the shipped one is)."},
+    )
     real_models: tuple[str, ...] = field(
         default=REAL_MODELS, metadata={"help": "Pretrained models trained on besides the zoo."}
     )
@@ -159,10 +163,11 @@ def random_tiny_models(n_per_family: int) -> list[TrainModel]:
 
 
 def training_models(config: TrainConfig) -> list[TrainModel]:
-    """Zoo models of non-held-out families (the full zoo, else the quick one) plus ``config.real_models``."""
+    """Zoo models of non-held-out families (the full zoo unless ``config.quick_zoo`` or it is not built,
+    else the quick one) plus ``config.real_models``."""
     from umaf.zoo import list_zoo
 
-    entries = list_zoo() or list_zoo(quick=True)
+    entries = (not config.quick_zoo and list_zoo()) or list_zoo(quick=True)
     models = [
         TrainModel(e.model_id, e.family, dict(e.accuracy), e.family)
         for e in entries
