@@ -31,8 +31,8 @@ class ExtractorConfig:
         default=8, metadata={"help": "Fixed relative depths every model's layers are resampled to."}
     )
     n_anchors: int = field(
-        default=292,
-        metadata={"help": "Number of shipped anchor texts (the first of data/anchors.txt) to use."},
+        default=64,
+        metadata={"help": "Number of shipped anchor texts (the first of data/anchors.txt; 292 are shipped)."},
     )
     pooling: str = field(
         default="mean",
@@ -47,7 +47,7 @@ class ExtractorConfig:
         metadata={"help": "Subtract the anchors' mean activation (per layer) before the cosine."},
     )
     anchor_basis: str = field(
-        default="ridge",
+        default="cosine",
         metadata={
             "help": "How a text is described by the anchors: cosine (its similarity to each) or ridge "
             "(the ridge-regression coefficients that rebuild it from the centred anchors; unchanged by "
