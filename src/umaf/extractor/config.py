@@ -31,8 +31,8 @@ class ExtractorConfig:
         default=8, metadata={"help": "Fixed relative depths every model's layers are resampled to."}
     )
     n_anchors: int = field(
-        default=64,
-        metadata={"help": "Number of shipped anchor texts (the first of data/anchors.txt; 292 are shipped)."},
+        default=292,
+        metadata={"help": "Number of shipped anchor texts (the first of data/anchors.txt) to use."},
     )
     pooling: str = field(
         default="mean",
@@ -47,7 +47,7 @@ class ExtractorConfig:
         metadata={"help": "Subtract the anchors' mean activation (per layer) before the cosine."},
     )
     anchor_basis: str = field(
-        default="cosine",
+        default="ridge",
         metadata={
             "help": "How a text is described by the anchors: cosine (its similarity to each) or ridge "
             "(the ridge-regression coefficients that rebuild it from the centred anchors; unchanged by "
@@ -77,7 +77,7 @@ class ExtractorConfig:
     d_model: int = field(default=256, metadata={"help": "Width of the transformer encoder."})
     n_layers: int = field(default=4, metadata={"help": "Transformer encoder layers."})
     n_heads: int = field(default=8, metadata={"help": "Attention heads per encoder layer."})
-    ffn: int = field(default=1024, metadata={"help": "Feed-forward width of each encoder layer."})
+    ffn: int = field(default=512, metadata={"help": "Feed-forward width of each encoder layer."})
     head_hidden: int = field(default=512, metadata={"help": "Hidden width of the 2-layer projection head."})
     fp_dim: int = field(
         default=FINGERPRINT_DIM, metadata={"help": "Fingerprint width (output of the projection head)."}
