@@ -156,17 +156,17 @@ def test_untrained_extractor_is_the_projected_raw_baseline() -> None:
     feats = torch.randn(4, SMALL.depth_bins, 9, WIDTH)
     extractor = small_extractor()
     expected = torch.nn.functional.normalize(pool_features(feats) @ extractor.raw_projection.T, dim=-1)
-    assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
-    with torch.no_grad():  # a trained head moves the fingerprint away from the baseline
+    with torch.no_grad():  # a trained head
         extractor.head[-1].weight.normal_()
-    trained = extractor.encode(feats)
-    assert not torch.allclose(trained, expected, atol=1e-3)
-    before = extractor.extractor_hash
-    extractor.config.correction = 1.0  # the share of the network's correction a fingerprint keeps
-    assert not torch.allclose(extractor.encode(feats), trained, atol=1e-3)
-    assert extractor.extractor_hash != before  # fingerprints differ, so downstream components must tell
-    extractor.config.correction = 0.0
+    assert extractor.config.correction == 0.0  # the default keeps none of the network's correction
     assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
+    before = extractor.extractor_hash
+    extractor.config.correction = 0.1  # the share of the network's correction a fingerprint keeps
+    some = extractor.encode(feats)
+    assert not torch.allclose(some, expected, atol=1e-3)
+    assert extractor.extractor_hash != before  # fingerprints differ, so downstream components must tell
+    extractor.config.correction = 1.0
+    assert not torch.allclose(extractor.encode(feats), some, atol=1e-3)
     plain = CapabilityExtractor(dataclasses.replace(SMALL, raw_skip=0.0))
     assert "raw_projection" not in plain.state_dict()
     assert plain.encode(feats).shape == (4, 512)
