@@ -156,10 +156,13 @@ def test_untrained_extractor_is_the_projected_raw_baseline() -> None:
     feats = torch.randn(4, SMALL.depth_bins, 9, WIDTH)
     extractor = small_extractor()
     expected = torch.nn.functional.normalize(pool_features(feats) @ extractor.raw_projection.T, dim=-1)
+    assert extractor.config.correction == 0.0  # the default keeps none of the network's correction
+    with torch.no_grad():  # so the network is not run at all: a broken one changes nothing
+        extractor.embed.weight.fill_(float("nan"))
+    assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
+    extractor = small_extractor()
     with torch.no_grad():  # a trained head
         extractor.head[-1].weight.normal_()
-    assert extractor.config.correction == 0.0  # the default keeps none of the network's correction
-    assert torch.allclose(extractor.encode(feats), expected, atol=1e-5)
     before = extractor.extractor_hash
     extractor.config.correction = 0.1  # the share of the network's correction a fingerprint keeps
     some = extractor.encode(feats)

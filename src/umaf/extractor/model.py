@@ -78,16 +78,18 @@ class CapabilityExtractor(TrainedComponent):
                 f"features have {bins} depth bins x {a} anchor features; this extractor expects "
                 f"{self.config.depth_bins} x {self.config.n_channels * self.config.n_anchors}"
             )
+        share = 1.0 if self.training or self.config.raw_skip == 0 else self.config.correction
+        if share == 0:  # the fingerprint is the untrained path alone: the network is not run
+            return self.untrained_path(features, mask)
         tokens = self.embed(features.permute(0, 2, 1, 3).reshape(b, p, bins * a))  # [B, P, d_model]
         x = torch.cat([self.cls.expand(b, 1, -1), tokens], dim=1)  # [B, 1 + P, d_model]
         pad = None
         if mask is not None:
             pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask.bool()], dim=1)
         x = self.encoder(x, src_key_padding_mask=pad)  # [B, 1 + P, d_model]
-        out = self.head(x[:, 0])  # [B, fp_dim]
+        out = share * self.head(x[:, 0])  # [B, fp_dim]
         if self.config.raw_skip > 0:
-            share = 1.0 if self.training else self.config.correction
-            out = share * out + self.config.raw_skip * self.untrained_path(features, mask)
+            out = out + self.config.raw_skip * self.untrained_path(features, mask)
         return nn.functional.normalize(out, dim=-1)  # [B, fp_dim]
 
     def competence(self, fingerprints: Tensor) -> Tensor:

@@ -8,16 +8,16 @@ relative depths (linear interpolation between the two nearest blocks, so only th
 
 Per layer, each pooled activation is optionally L2- or layer-normalised and then centred on the anchors'
 mean. The default ``ridge`` basis then describes a text by the ridge-regression coefficients that rebuild
-it from the anchors (``x @ A.T @ (A @ A.T + lam I)^-1``): cosines are only unchanged when two models' spaces
-differ by a rotation, coefficients also when they differ by any invertible linear map (on what lies in
-the anchors' span), and whitening by the anchors' Gram matrix removes "hub" anchors that are close to
-every text. The ``cosine`` basis (the first extractors') takes the cosine to each anchor, each anchor's
-column optionally standardised by how similar the other anchors are to it.
-After resampling, each probe's anchor profile is optionally z-scored. A second channel (``delta``)
-repeats all this on the difference between the activation of the full text and of its prompt (``"owl ->
-owls"`` minus ``"owl ->"``): what the answer adds, i.e. the transformation the capability performs, with
-less of the input words' content (mean-pooled text activations are dominated by which words they contain,
-which says little about the task). Output: features ``[depth_bins, probes, channels * anchors]``.
+it from the anchors (``x @ A.T @ (A @ A.T + lam I)^-1``): cosines are only unchanged when two models'
+spaces differ by a rotation, coefficients also when they differ by any invertible linear map (on what
+lies in the anchors' span), and whitening by the anchors' Gram matrix removes "hub" anchors that are
+close to every text. The ``cosine`` basis (the first extractors') takes the cosine to each anchor, each
+anchor's column optionally standardised by how similar the other anchors are to it. After resampling,
+each probe's anchor profile is optionally z-scored. A second channel (``delta``) repeats all this on the
+difference between the activation of the full text and of its prompt (``"owl -> owls"`` minus
+``"owl ->"``): what the answer adds, i.e. the transformation the capability performs, with less of the
+input words' content (mean-pooled text activations are dominated by which words they contain, which
+says little about the task). Output: features ``[depth_bins, probes, channels * anchors]``.
 
 The ``layer_profile [depth_bins]`` that comes with the features is the capability's *separation* from
 generic text at each depth: the distance between the probe centroid and the anchor centroid, in units of
